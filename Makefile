@@ -1,0 +1,59 @@
+# One entry point for humans and CI. Every target builds .venv from the hashed lock files first.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+PORT   ?= 8080
+
+.PHONY: help run test lint format bench soak export-openapi lock clean
+
+help:
+	@echo "make run | test | lint | format | bench | soak | export-openapi | lock | clean"
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade "pip>=24"
+
+# Runtime environment: exactly the pinned, hashed runtime lock.
+$(VENV)/.runtime: requirements.lock pyproject.toml | $(BIN)/python
+	$(BIN)/pip install --quiet --require-hashes -r requirements.lock
+	$(BIN)/pip install --quiet --no-deps --no-build-isolation -e . || $(BIN)/pip install --quiet --no-deps -e .
+	touch $@
+
+# Development environment: runtime + test and lint tools (a superset lock).
+$(VENV)/.dev: requirements-dev.lock pyproject.toml | $(BIN)/python
+	$(BIN)/pip install --quiet --require-hashes -r requirements-dev.lock
+	$(BIN)/pip install --quiet --no-deps --no-build-isolation -e . || $(BIN)/pip install --quiet --no-deps -e .
+	touch $(VENV)/.runtime $@
+
+run: $(VENV)/.runtime
+	CDS_ENV=development CDS_AUTH=$${CDS_AUTH:-off} $(BIN)/cds-service serve --host 127.0.0.1 --port $(PORT)
+
+test: $(VENV)/.dev
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+lint: $(VENV)/.dev
+	$(BIN)/ruff check cds_service tests scripts
+	$(BIN)/ruff format --check cds_service tests scripts
+	$(BIN)/mypy
+
+format: $(VENV)/.dev
+	$(BIN)/ruff format cds_service tests scripts
+	$(BIN)/ruff check --fix cds_service tests scripts
+
+bench: $(VENV)/.dev
+	$(BIN)/python scripts/bench.py
+
+soak: $(VENV)/.dev
+	$(BIN)/python scripts/soak.py
+
+export-openapi: $(VENV)/.runtime
+	$(BIN)/cds-service export-openapi --output openapi/openapi.json
+
+# Re-resolve the pins (needs network); commit both lock files.
+lock:
+	$(PYTHON) -m pip install --quiet "uv==0.13.8"
+	$(PYTHON) -m uv pip compile pyproject.toml --python-version 3.11 --generate-hashes -o requirements.lock
+	$(PYTHON) -m uv pip compile pyproject.toml --extra dev --python-version 3.11 --generate-hashes -o requirements-dev.lock
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache build *.egg-info

@@ -1,0 +1,146 @@
+"""Settings: one pydantic-settings object, read from ``CDS_*`` environment variables and injected.
+
+There is no module-level instance. ``create_app(settings)`` receives one (tests build their own) and
+routes reach it through ``api.deps.SettingsDep``. Defaults are the *production* defaults (authentication
+required, no unauthenticated FHIR access); ``make run`` switches to ``CDS_ENV=development``.
+"""
+
+from __future__ import annotations
+
+import secrets
+from enum import StrEnum
+from pathlib import Path
+from typing import Self
+
+from pydantic import Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+class Environment(StrEnum):
+    """Where the service runs; production refuses unsafe settings at start-up."""
+
+    production = "production"
+    development = "development"
+    test = "test"
+
+
+class AuthMode(StrEnum):
+    """``required``: every EHR call carries a verified JWT. ``off``: local development only."""
+
+    required = "required"
+    off = "off"
+
+
+class LogFormat(StrEnum):
+    text = "text"
+    json = "json"
+
+
+class Settings(BaseSettings):
+    """Every tunable of the service. The field description is the documentation (see docs/deployment.md)."""
+
+    model_config = SettingsConfigDict(env_prefix="CDS_", env_file=".env", extra="ignore", frozen=True)
+
+    env: Environment = Field(Environment.production, description="production | development | test.")
+    public_base_url: str | None = Field(
+        None,
+        description="External base URL (e.g. https://cds.example.org). Used for the JWT `aud` check and for "
+        "absolute links on cards. Unset: derived from the incoming request.",
+    )
+
+    # --- EHR authentication (CDS Hooks JWT) ---
+    auth: AuthMode = Field(AuthMode.required, description="required | off.")
+    trusted_clients_file: Path | None = Field(
+        None, description="JSON file listing trusted CDS clients: [{iss, jwks | jwks_url, ...}]."
+    )
+    jwt_leeway_seconds: int = Field(30, ge=0, le=300, description="Clock skew tolerated on exp/iat/nbf.")
+    jwt_max_lifetime_seconds: int = Field(
+        3600, ge=60, description="Tokens whose exp - iat exceeds this are refused (bounds the jti cache)."
+    )
+    jwks_cache_seconds: int = Field(3600, ge=10, description="How long a fetched JWK Set is trusted.")
+    jwks_timeout_seconds: float = Field(2.0, gt=0, description="Timeout for fetching a client's JWK Set.")
+
+    # --- FHIR access (missing prefetch) ---
+    fhir_time_budget_seconds: float = Field(
+        4.0, gt=0, le=60, description="Total time allowed to fetch all missing prefetch for one hook call."
+    )
+    fhir_connect_timeout_seconds: float = Field(1.5, gt=0, description="TCP/TLS connect timeout.")
+    fhir_max_pages: int = Field(20, ge=1, description="Pages followed per prefetch key (link[next]).")
+    fhir_page_size: int = Field(500, ge=1, le=5000, description="_count added to searches the service runs.")
+    fhir_max_response_bytes: int = Field(25_000_000, ge=1024, description="Largest FHIR response accepted.")
+    fhir_max_resources_per_key: int = Field(50_000, ge=1, description="Resources accepted per prefetch key.")
+    allow_unauthenticated_fhir: bool | None = Field(
+        None,
+        description="Fetch from a fhirServer sent without fhirAuthorization (sandbox, open test servers). "
+        "Unset: allowed outside production.",
+    )
+
+    # --- Request limits ---
+    max_request_bytes: int = Field(
+        20_000_000, ge=1024, description="Largest hook request body; larger gets 413."
+    )
+    max_concurrent_hook_calls: int = Field(
+        32, ge=1, description="Hook calls evaluated at once per worker; excess calls wait in a queue."
+    )
+
+    # --- Rules ---
+    rules_dir: Path = Field(PROJECT_ROOT / "rules", description="Shipped rules and value sets.")
+    extra_valuesets_dir: Path | None = Field(
+        None, description="Site-specific codes added to the shipped value sets (YAML files, same format)."
+    )
+
+    # --- Storage and audit ---
+    data_dir: Path = Field(PROJECT_ROOT / "var", description="Embedded SQLite database and audit spool.")
+    database_url: str | None = Field(
+        None, description="SQLAlchemy URL (postgresql+psycopg://...). Unset: SQLite file in data_dir."
+    )
+    audit_token: SecretStr | None = Field(
+        None, description="Bearer token for the audit and explain endpoints (required in production)."
+    )
+    patient_hash_secret: SecretStr | None = Field(
+        None, description="HMAC key for patient pseudonyms in the audit trail (required in production)."
+    )
+
+    # --- Operations ---
+    log_format: LogFormat = Field(LogFormat.text, description="text | json (one JSON object per line).")
+    log_level: str = Field("INFO", description="Python logging level.")
+    cors_origins: list[str] = Field(
+        default_factory=lambda: ["*"], description="Origins allowed by CORS (browser clients: sandbox)."
+    )
+
+    @property
+    def fhir_without_token_allowed(self) -> bool:
+        if self.allow_unauthenticated_fhir is not None:
+            return self.allow_unauthenticated_fhir
+        return self.env is not Environment.production
+
+    @property
+    def sqlalchemy_url(self) -> str:
+        return self.database_url or f"sqlite:///{self.data_dir / 'cds.sqlite3'}"
+
+    @model_validator(mode="after")
+    def _refuse_unsafe_production(self) -> Self:
+        if self.env is Environment.production:
+            problems = []
+            if self.auth is AuthMode.off:
+                problems.append("CDS_AUTH=off is not allowed in production")
+            if self.auth is AuthMode.required and self.trusted_clients_file is None:
+                problems.append("CDS_TRUSTED_CLIENTS_FILE is required when CDS_AUTH=required")
+            if self.audit_token is None:
+                problems.append("CDS_AUDIT_TOKEN is required in production")
+            if self.patient_hash_secret is None:
+                problems.append("CDS_PATIENT_HASH_SECRET is required in production")
+            if problems:
+                raise ValueError("; ".join(problems))
+        return self
+
+    def with_local_secrets(self) -> Settings:
+        """Development only: fill the audit token and hash key with random values when unset."""
+        updates: dict[str, object] = {}
+        if self.audit_token is None:
+            updates["audit_token"] = SecretStr(secrets.token_urlsafe(24))
+        if self.patient_hash_secret is None:
+            updates["patient_hash_secret"] = SecretStr(secrets.token_urlsafe(32))
+        return self.model_copy(update=updates) if updates else self

@@ -1,0 +1,87 @@
+"""FHIR date/dateTime values as day intervals, compared fail-safe.
+
+A FHIR date may be partial (``2024``, ``2024-05``). It is kept as the interval of days it can mean:
+recency checks ("within the last 14 days") use the latest possible day, ordering ("earliest onset") the
+earliest. So a partial date can only make a time window *more* inclusive, never hide a red flag.
+Windows count calendar days in UTC: ``T-14d`` is inside "within 14 days" whatever the time of day.
+"""
+
+from __future__ import annotations
+
+import calendar
+import re
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta, timezone
+
+_DATE_RE = re.compile(
+    r"^(?P<y>\d{4})(?:-(?P<m>\d{2})(?:-(?P<d>\d{2})"
+    r"(?:T(?P<H>\d{2}):(?P<M>\d{2})(?::(?P<S>\d{2})(?:\.\d{1,9})?)?(?P<tz>Z|[+-]\d{2}:\d{2})?)?)?)?$"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class FhirDate:
+    start: date
+    end: date
+    text: str  # the value as sent, for card text and the trace
+
+    @property
+    def partial(self) -> bool:
+        return self.start != self.end
+
+    def days_before(self, today: date) -> int:
+        """Days from the latest day this value can mean to ``today`` (0 = today; negative = future)."""
+        return (today - self.end).days
+
+    def iso(self) -> str:
+        return self.start.isoformat() if not self.partial else self.text
+
+
+class DateProblem(ValueError):
+    """A date that is present but cannot be read (the caller records it; it is never guessed)."""
+
+
+def parse_fhir_date(value: object) -> FhirDate:
+    """Parse a FHIR date/dateTime/instant into a day interval (UTC days)."""
+    if not isinstance(value, str):
+        raise DateProblem(f"not a date string: {type(value).__name__}")
+    text = value.strip()
+    m = _DATE_RE.match(text)
+    if m is None:
+        raise DateProblem(f"not a FHIR date: {text[:40]!r}")
+    try:
+        year = int(m["y"])
+        if m["m"] is None:
+            return FhirDate(date(year, 1, 1), date(year, 12, 31), text)
+        month = int(m["m"])
+        if m["d"] is None:
+            last = calendar.monthrange(year, month)[1]
+            return FhirDate(date(year, month, 1), date(year, month, last), text)
+        day = date(year, month, int(m["d"]))
+        if m["H"] is None:
+            return FhirDate(day, day, text)
+        tz = m["tz"]
+        moment = datetime(year, month, day.day, int(m["H"]), int(m["M"]), int(m["S"] or 0))
+        if tz and tz != "Z":
+            sign = 1 if tz[0] == "+" else -1
+            moment -= sign * timedelta(hours=int(tz[1:3]), minutes=int(tz[4:6]))
+        utc_day = moment.date()
+        return FhirDate(utc_day, utc_day, text)
+    except ValueError as exc:  # e.g. month 13, February 30
+        raise DateProblem(f"impossible date: {text[:40]!r}") from exc
+
+
+def plus_years(born: date, years: float) -> date:
+    """``born`` plus an age in years (Condition.onsetAge)."""
+    whole = int(years)
+    try:
+        shifted = born.replace(year=born.year + whole)
+    except ValueError:  # 29 February
+        shifted = born.replace(year=born.year + whole, day=28)
+    return shifted + timedelta(days=round((years - whole) * 365.25))
+
+
+def utc_today(now: datetime) -> date:
+    if now.tzinfo is None:
+        now = now.replace(tzinfo=timezone.utc)
+    return now.astimezone(timezone.utc).date()

@@ -1,0 +1,280 @@
+"""The shape of the files in ``rules/``: pydantic models validated at start-up.
+
+A rule names facts and operators only by name; ``cds_service.engine.facts`` declares them. Unknown
+members, facts, operators, value sets, categories or code systems make the service refuse to start with
+a message that names the file and the field (``registry.load_ruleset``).
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+
+Identifier = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9\-]{0,63}$")]
+Version = Annotated[str, StringConstraints(pattern=r"^\d+\.\d+\.\d+$")]
+CategoryCode = Literal[
+    "urgent-referral",
+    "mri-lumbar-spine",
+    "nerve-conduction-study",
+    "hip-imaging",
+    "orthopedic-referral",
+    "physiotherapy",
+]
+Pathway = Literal["entry", "red-flag", "neurological", "hip", "muscular", "default", "order"]
+IndicatorName = Literal["info", "warning", "critical"]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+# -- value sets -------------------------------------------------------------------------------------
+
+
+class CodeEntry(Strict):
+    system: str = Field(description="Short name from code-systems.yaml (sct, icd10cm, loinc, ...) or URI.")
+    code: str | None = None
+    prefix: str | None = Field(None, description="Prefix match (ICD-10-CM, ATC only).")
+    seventh: list[str] | None = Field(None, description="Allowed ICD-10-CM 7th characters.")
+    exclude: bool = False
+    laterality: Literal["left", "right", "bilateral"] | None = None
+    display: str | None = None
+    verification: str | None = Field(None, description="Evidence tag from codes.md ([T], [V: ...], ...).")
+
+
+class ValueSetFile(Strict):
+    id: Identifier
+    version: Version
+    title: str
+    description: str = ""
+    value_kind: str | None = Field(None, description="How observation values are read (quantities.yaml).")
+    sources: list[str] = Field(default_factory=list)
+    codes: list[CodeEntry] = Field(default_factory=list)
+
+
+class ExtraCodesFile(Strict):
+    """A site's additions to a shipped value set (``CDS_EXTRA_VALUESETS_DIR``)."""
+
+    extends: Identifier
+    note: str = ""
+    codes: list[CodeEntry] = Field(min_length=1)
+
+
+# -- code systems, quantities, status ----------------------------------------------------------------
+
+
+class CodeSystemSpec(Strict):
+    uri: str
+    aliases: list[str] = Field(default_factory=list)
+    uri_prefixes: list[str] = Field(default_factory=list)
+    prefix_matching: bool = False
+    normalise: Literal["strip", "icd"] = "strip"
+
+
+class CodeSystemsFile(Strict):
+    systems: dict[Identifier, CodeSystemSpec]
+
+
+class UnitSpec(Strict):
+    factor: float = 1.0
+    offset: float = 0.0
+
+
+class QuantityKindSpec(Strict):
+    canonical_unit: str
+    display_unit: str
+    units: dict[str, UnitSpec]
+    plausible: tuple[float, float]
+    unitless_ok: bool = False
+    integers_only: bool = False
+    coded_values: list[CodedValue] = Field(default_factory=list)
+
+
+class CodedValue(Strict):
+    system: str
+    code: str
+    value: float
+
+
+class QuantitiesFile(Strict):
+    kinds: dict[Identifier, QuantityKindSpec]
+
+
+class StatusSpec(Strict):
+    current: list[str] = Field(default_factory=list)
+    inactive: list[str] = Field(default_factory=list)
+    ended: list[str] = Field(default_factory=list)
+    excluded: list[str] = Field(default_factory=list)
+
+
+class StatusFile(Strict):
+    condition_verification_excluded: list[str]
+    resources: dict[str, StatusSpec]
+    laterality_valueset: Identifier
+    negative_answer_valueset: Identifier
+
+
+# -- rules --------------------------------------------------------------------------------------------
+
+
+class Evidence(Strict):
+    label: str
+    url: str | None = None
+    seed: str | None = Field(None, description="Seed article file name in the product's source set.")
+    note: str | None = None
+
+
+class OrderCode(Strict):
+    system: str
+    code: str
+    display: str
+
+
+class OrderSpec(Strict):
+    """A FHIR ServiceRequest a card suggests (built and validated with fhir.resources R4B)."""
+
+    id: Identifier
+    label: str = Field(description="Suggestion label shown to the clinician.")
+    codes: list[OrderCode] = Field(min_length=1)
+    priority: Literal["routine", "urgent", "asap", "stat"] = "routine"
+    note: str | None = None
+    recommended: bool = False
+
+
+class CardText(Strict):
+    short: Annotated[str, StringConstraints(min_length=3, max_length=60)] = Field(
+        description="Few words naming the reason, used in the card summary."
+    )
+    reason: str = Field(description="One markdown line: why this rule fired (findings follow it).")
+    advice: list[str] = Field(default_factory=list, description="What to do (markdown lines).")
+
+
+class Leaf(BaseModel):
+    """``{fact: <name>, label?, op?, value?, <fact parameters>}``; parameters are checked per fact."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    fact: str
+    label: str | None = None
+    op: str | None = None
+    value: float | bool | None = None
+
+
+class All(Strict):
+    all: list[Node] = Field(min_length=1)
+    label: str | None = None
+
+
+class Any_(Strict):
+    any: list[Node] = Field(min_length=1)
+    label: str | None = None
+
+
+class Not(Strict):
+    not_: Node = Field(alias="not")
+    label: str | None = None
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+
+Node = All | Any_ | Not | Leaf
+
+
+class RuleFile(Strict):
+    id: Identifier
+    version: Version
+    pathway: Pathway
+    name: str
+    recommends: list[CategoryCode] = Field(default_factory=list)
+    indicator: IndicatorName | None = Field(None, description="Overrides the category's indicator.")
+    logic: str = Field(description="Plain-language When/Then, for reviewers.")
+    evidence: list[Evidence] = Field(min_length=1)
+    card: CardText
+    orders: list[OrderSpec] = Field(default_factory=list)
+    when: Node
+    review_note: str | None = Field(None, description="Open clinical question for the safety review.")
+    withdraw_drafts: bool = Field(
+        False, description="Order rules: also suggest deleting the draft orders that made the rule fire."
+    )
+
+
+# -- categories, services, policy ------------------------------------------------------------------
+
+
+class OverrideReasonSpec(Strict):
+    code: str
+    display: str
+
+
+class CategorySpec(Strict):
+    code: CategoryCode
+    display: str
+    indicator: IndicatorName
+    summary: str = Field(description="Summary template; {reasons} is replaced by the rules' short texts.")
+    subordinate_summary: str | None = Field(
+        None, description="Summary used when a red flag is present (non-urgent work-up after the emergency)."
+    )
+    advice: list[str] = Field(default_factory=list)
+    order: OrderSpec
+
+
+class CategoriesFile(Strict):
+    topic_system: str
+    override_reason_system: str
+    override_reasons: list[OverrideReasonSpec] = Field(min_length=1)
+    categories: list[CategorySpec] = Field(min_length=6, max_length=6)
+
+
+class ServiceSpec(Strict):
+    id: Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9\-]{0,63}$")]
+    hook: Literal["patient-view", "order-select", "order-sign"]
+    title: str
+    description: str
+    usage_requirements: str
+    prefetch: dict[Identifier, str]
+    required_prefetch: list[Identifier] = Field(default_factory=list)
+    emit_pathways: list[Pathway]
+
+
+class ServicesFile(Strict):
+    cds_hooks_version: str
+    services: list[ServiceSpec] = Field(min_length=1)
+
+
+class SuppressSpec(Strict):
+    category: CategoryCode
+    when_pathway_fired: Pathway
+    reason: str
+
+
+class PolicyFile(Strict):
+    entry_rule: Identifier
+    gated_pathways: list[Pathway]
+    red_flag_pathway: Pathway = "red-flag"
+    suppress: list[SuppressSpec] = Field(default_factory=list)
+    category_order: list[CategoryCode] = Field(min_length=6, max_length=6)
+
+
+for _model in (All, Any_, Not, RuleFile, QuantityKindSpec):
+    _model.model_rebuild()
+
+
+def node_children(node: Node) -> list[Node]:
+    if isinstance(node, All):
+        return node.all
+    if isinstance(node, Any_):
+        return node.any
+    if isinstance(node, Not):
+        return [node.not_]
+    return []
+
+
+def leaves(node: Node) -> list[Leaf]:
+    if isinstance(node, Leaf):
+        return [node]
+    return [leaf for child in node_children(node) for leaf in leaves(child)]
+
+
+def leaf_params(leaf: Leaf) -> dict[str, Any]:
+    return dict(leaf.model_extra or {})

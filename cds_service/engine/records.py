@@ -1,0 +1,521 @@
+"""FHIR JSON -> plain records the facts read. Pure: no I/O, no clock except the ``today`` passed in.
+
+Only resources whose codes fall in some value set become records (a 10,000-Observation prefetch is mostly
+irrelevant vitals; skipping them early keeps the engine linear and cheap). Everything the engine cannot
+read is kept as an ``Unreadable`` with the reason; the caller decides which of those could hide a red flag.
+Status handling (knowledge §4.2) is data: ``rules/status.yaml``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import date
+from enum import StrEnum
+from typing import Any
+
+from cds_service.engine.dates import DateProblem, FhirDate, parse_fhir_date, plus_years
+from cds_service.engine.terminology import Terminology
+
+SUPPORTED_TYPES = ("Condition", "Observation", "MedicationRequest", "MedicationStatement", "ServiceRequest")
+
+
+class Status(StrEnum):
+    current = "current"  # counts
+    inactive = "inactive"  # resolved / remission / inactive Condition (counts only where a rule says so)
+    ended = "ended"  # completed / stopped medication (counts if it ended recently)
+    excluded = "excluded"  # refuted, entered-in-error, cancelled: never counts
+
+
+@dataclass(frozen=True, slots=True)
+class StatusPolicy:
+    """Status vocabularies per resource type, from ``rules/status.yaml``."""
+
+    current: Mapping[str, frozenset[str]]
+    inactive: Mapping[str, frozenset[str]]
+    ended: Mapping[str, frozenset[str]]
+    excluded: Mapping[str, frozenset[str]]
+    verification_excluded: frozenset[str]
+
+
+@dataclass(frozen=True, slots=True)
+class QuantityKind:
+    """How an observation's value is read: units (UCUM code -> factor, offset), range, coded values."""
+
+    id: str
+    canonical_unit: str
+    display_unit: str
+    units: Mapping[str, tuple[float, float]]
+    plausible: tuple[float, float]
+    unitless_ok: bool = False
+    integers_only: bool = False
+    coded_values: Mapping[tuple[str, str], float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    """One resource, reduced to what rules read."""
+
+    resource_type: str
+    id: str | None
+    valuesets: frozenset[str]
+    code: tuple[str, str] | None  # first matched (system, code), for the trace
+    display: str  # for card text only, never matched
+    status: Status
+    date: FhirDate | None
+    date_source: str  # onset | recorded | effective | issued | authored | end | none
+    laterality: str | None = None
+    severity: frozenset[str] = frozenset()
+    present: bool = True  # Observation: positive (true, no value, coded "present"); False = negative
+    number: float | None = None  # value in the kind's canonical unit
+    value_text: str | None = None  # as shown on a card: "38.6 Cel", "true", "reflex-reduced"
+    value_codes: frozenset[str] = frozenset()  # value sets of a valueCodeableConcept
+    end: FhirDate | None = None  # medication end of validity / effective end
+    recorded: FhirDate | None = None  # Condition.recordedDate (also when the onset is the date used)
+    status_note: str | None = None
+
+    def ref(self) -> str:
+        return f"{self.resource_type}/{self.id}" if self.id else self.resource_type
+
+
+@dataclass(frozen=True, slots=True)
+class Unreadable:
+    """Something present in the input that the engine could not use, and why."""
+
+    resource_type: str
+    id: str | None
+    problem: str
+    valuesets: frozenset[str] = frozenset()  # what its code would have meant, when known
+    display: str = ""
+    code_unknown: bool = False  # no usable coding at all: it could be anything
+
+    def ref(self) -> str:
+        return f"{self.resource_type}/{self.id}" if self.id else self.resource_type
+
+
+@dataclass
+class Normalised:
+    records: list[Record] = field(default_factory=list)
+    unreadable: list[Unreadable] = field(default_factory=list)
+    other_patient: int = 0  # resources about another patient (dropped, counted)
+    birth_date: date | None = None
+
+
+class Normaliser:
+    """Turns the patient's FHIR resources into records. One instance per rule set (holds no request state)."""
+
+    def __init__(
+        self,
+        terminology: Terminology,
+        status: StatusPolicy,
+        kinds: Mapping[str, QuantityKind],
+        laterality_valueset: str,
+        negative_valueset: str,
+    ) -> None:
+        self.terminology = terminology
+        self.status = status
+        self.kinds_by_vs = {
+            vs.id: kinds[vs.value_kind] for vs in terminology.valuesets.values() if vs.value_kind in kinds
+        }
+        self.laterality_valueset = laterality_valueset
+        self.negative_valueset = negative_valueset
+
+    def normalise(
+        self, resources: Iterable[Mapping[str, Any]], patient_id: str | None, today: date
+    ) -> Normalised:
+        out = Normalised()
+        all_resources = [r for r in resources if isinstance(r, Mapping)]
+        medications = {
+            str(r.get("id")): r for r in all_resources if r.get("resourceType") == "Medication" and r.get("id")
+        }
+        for resource in all_resources:
+            rtype = resource.get("resourceType")
+            if rtype == "Patient":
+                if patient_id is None or resource.get("id") in (None, patient_id):
+                    out.birth_date = _birth_date(resource) or out.birth_date
+                continue
+            if rtype not in SUPPORTED_TYPES:
+                continue
+            if patient_id is not None and _about_other_patient(resource, patient_id):
+                out.other_patient += 1
+                continue
+            self._one(resource, str(rtype), medications, today, out)
+        return out
+
+    # -- per resource ------------------------------------------------------------------------------
+
+    def _one(
+        self,
+        res: Mapping[str, Any],
+        rtype: str,
+        medications: Mapping[str, Mapping[str, Any]],
+        today: date,
+        out: Normalised,
+    ) -> None:
+        rid = res.get("id") if isinstance(res.get("id"), str) else None
+        concept = self._concept(res, rtype, medications)
+        if isinstance(concept, Unreadable):
+            if concept.code_unknown or concept.valuesets:
+                out.unreadable.append(_with_id(concept, rtype, rid))
+            return
+        valuesets, laterality, code, display = concept
+        if not valuesets:
+            return  # not something any rule reads
+        try:
+            status, note = self._status(res, rtype, today)
+        except ValueError as exc:
+            out.unreadable.append(Unreadable(rtype, rid, str(exc), valuesets, display))
+            return
+        if status is Status.excluded:
+            return
+        problems: list[str] = []
+        when, source = self._date(res, rtype, out.birth_date, problems)
+        if when is not None and when.days_before(today) < -1:
+            problems.append(f"date {when.text} is in the future; treated as undated")
+            when, source = None, "none"
+        laterality = self._laterality(res) or laterality
+        record = Record(
+            resource_type=rtype,
+            id=rid,
+            valuesets=valuesets,
+            code=code,
+            display=display,
+            status=status,
+            date=when,
+            date_source=source,
+            laterality=laterality,
+            status_note=note,
+        )
+        if rtype == "Condition":
+            record = _replace(record, recorded=_optional_date(res.get("recordedDate")))
+            severity = res.get("severity")
+            if isinstance(severity, Mapping):
+                sev, _, _ = self.terminology.match_codings(_codings(severity))
+                record = _replace(record, severity=sev)
+        elif rtype == "Observation":
+            record = self._observation_value(res, record, problems)
+        elif rtype.startswith("Medication"):
+            record = _replace(record, end=self._medication_end(res, problems))
+        for problem in problems:
+            out.unreadable.append(Unreadable(rtype, rid, problem, valuesets, display))
+        if record is not None:
+            out.records.append(record)
+
+    def _concept(
+        self, res: Mapping[str, Any], rtype: str, medications: Mapping[str, Mapping[str, Any]]
+    ) -> tuple[frozenset[str], str | None, tuple[str, str] | None, str] | Unreadable:
+        if rtype.startswith("Medication"):
+            concept = res.get("medicationCodeableConcept")
+            ref = res.get("medicationReference")
+            if concept is None and isinstance(ref, Mapping):
+                medication = _resolve_medication(res, ref, medications)
+                if medication is None:
+                    return Unreadable(rtype, None, "medicationReference could not be resolved", code_unknown=True)
+                concept = medication.get("code")
+                extra = [
+                    i.get("itemCodeableConcept")
+                    for i in _list(medication.get("ingredient"))
+                    if isinstance(i, Mapping)
+                ]
+                codings = [*_codings(concept), *(c for e in extra for c in _codings(e))]
+                return self._codings_concept(codings, concept, rtype)
+            return self._codings_concept(_codings(concept), concept, rtype)
+        return self._codings_concept(_codings(res.get("code")), res.get("code"), rtype)
+
+    def _codings_concept(
+        self, codings: list[Any], concept: object, rtype: str
+    ) -> tuple[frozenset[str], str | None, tuple[str, str] | None, str] | Unreadable:
+        display = _display(concept, codings)
+        if not any(isinstance(c, Mapping) and c.get("system") and c.get("code") for c in codings):
+            return Unreadable(rtype, None, "code has no coding with a system and code", display=display,
+                              code_unknown=True)
+        valuesets, laterality, first = self.terminology.match_codings(codings)
+        return valuesets, laterality, first, display
+
+    def _status(self, res: Mapping[str, Any], rtype: str, today: date) -> tuple[Status, str | None]:
+        policy = self.status
+        if rtype == "Condition":
+            verification = _status_code(res.get("verificationStatus"))
+            if verification in policy.verification_excluded:
+                return Status.excluded, None
+            clinical = _status_code(res.get("clinicalStatus"))
+            if clinical is None:
+                abatement = _abatement(res)
+                if abatement is not None and abatement.days_before(today) >= 0:
+                    return Status.inactive, "no clinicalStatus; abatement in the past"
+                return Status.current, None
+            code = clinical
+        else:
+            raw = res.get("status")
+            code = raw if isinstance(raw, str) else None
+            if code is None:
+                return Status.current, "status missing; counted (fail-safe)"
+        if code in policy.excluded.get(rtype, frozenset()):
+            return Status.excluded, None
+        if code in policy.inactive.get(rtype, frozenset()):
+            return Status.inactive, None
+        if code in policy.ended.get(rtype, frozenset()):
+            return Status.ended, None
+        if code in policy.current.get(rtype, frozenset()):
+            return Status.current, None
+        return Status.current, f"unrecognised status {code[:30]!r}; counted (fail-safe)"
+
+    def _date(
+        self, res: Mapping[str, Any], rtype: str, birth: date | None, problems: list[str]
+    ) -> tuple[FhirDate | None, str]:
+        candidates: list[tuple[str, object]]
+        if rtype == "Condition":
+            onset: object = res.get("onsetDateTime")
+            period = res.get("onsetPeriod")
+            if onset is None and isinstance(period, Mapping):
+                onset = period.get("start") or period.get("end")
+            if onset is None and isinstance(res.get("onsetAge"), Mapping):
+                age = res["onsetAge"].get("value")
+                if birth is not None and isinstance(age, int | float) and not isinstance(age, bool):
+                    d = plus_years(birth, float(age))
+                    return FhirDate(d, d, f"age {age}"), "onset"
+                problems.append("onsetAge without a readable birthDate or value")
+            if onset is None and "onsetString" in res:
+                problems.append("onset given only as text (onsetString)")
+            candidates = [("onset", onset), ("recorded", res.get("recordedDate"))]
+        elif rtype == "Observation":
+            eff: object = res.get("effectiveDateTime") or res.get("effectiveInstant")
+            period = res.get("effectivePeriod")
+            if eff is None and isinstance(period, Mapping):
+                eff = period.get("end") or period.get("start")
+            candidates = [("effective", eff), ("issued", res.get("issued"))]
+        elif rtype == "MedicationStatement":
+            eff = res.get("effectiveDateTime")
+            period = res.get("effectivePeriod")
+            if eff is None and isinstance(period, Mapping):
+                eff = period.get("start") or period.get("end")
+            candidates = [("effective", eff), ("asserted", res.get("dateAsserted"))]
+        else:
+            candidates = [("authored", res.get("authoredOn"))]
+        for source, value in candidates:
+            if value is None:
+                continue
+            try:
+                return parse_fhir_date(value), source
+            except DateProblem as exc:
+                problems.append(f"{source} date unreadable ({exc}); treated as undated")
+        return None, "none"
+
+    def _laterality(self, res: Mapping[str, Any]) -> str | None:
+        sites = res.get("bodySite")
+        concepts = sites if isinstance(sites, list) else [sites]
+        lateral = self.terminology
+        for concept in concepts:
+            if isinstance(concept, Mapping):
+                valuesets, side, _ = lateral.match_codings(_codings(concept))
+                if self.laterality_valueset in valuesets and side:
+                    return side
+        return None
+
+    def _observation_value(self, res: Mapping[str, Any], record: Record, problems: list[str]) -> Record | None:
+        kind = next((self.kinds_by_vs[v] for v in record.valuesets if v in self.kinds_by_vs), None)
+        if "dataAbsentReason" in res and not _has_value(res):
+            return _replace(record, present=False, value_text="no result (dataAbsentReason)")
+        if "valueBoolean" in res:
+            value = res["valueBoolean"]
+            if not isinstance(value, bool):
+                problems.append("valueBoolean is not a boolean")
+                return None
+            return _replace(record, present=value, value_text=str(value).lower())
+        if "valueCodeableConcept" in res:
+            concept = res["valueCodeableConcept"]
+            codings = _codings(concept)
+            valuesets, _, first = self.terminology.match_codings(codings)
+            text = first[1] if first else _display(concept, codings)
+            record = _replace(
+                record,
+                value_codes=valuesets,
+                value_text=text,
+                present=self.negative_valueset not in valuesets,
+            )
+            if kind is not None and kind.coded_values:
+                for coding in codings:
+                    if not isinstance(coding, Mapping):
+                        continue
+                    system = self.terminology.system_for(coding.get("system"))
+                    code = coding.get("code")
+                    if system is not None and isinstance(code, str):
+                        number = kind.coded_values.get((system.uri, code.strip()))
+                        if number is not None:
+                            return _replace(record, number=number, value_text=f"{code} ({number:g})")
+                if not valuesets:
+                    problems.append(f"coded value {text!r} is not a recognised {kind.id} value")
+                    return None
+            return record
+        if kind is None:
+            if "valueString" in res or "valueInteger" in res and not isinstance(res["valueInteger"], int):
+                problems.append("value cannot be interpreted as present or absent")
+                return None
+            return record  # coded finding without value: present
+        number, text, problem = _read_number(res, kind)
+        if problem is not None:
+            problems.append(problem)
+            return None
+        return _replace(record, number=number, value_text=text)
+
+    def _medication_end(self, res: Mapping[str, Any], problems: list[str]) -> FhirDate | None:
+        if res.get("resourceType") == "MedicationRequest":
+            dispense = res.get("dispenseRequest")
+            validity = dispense.get("validityPeriod") if isinstance(dispense, Mapping) else None
+            end = validity.get("end") if isinstance(validity, Mapping) else None
+        else:
+            period = res.get("effectivePeriod")
+            end = period.get("end") if isinstance(period, Mapping) else res.get("effectiveDateTime")
+        if end is None:
+            return None
+        try:
+            return parse_fhir_date(end)
+        except DateProblem as exc:
+            problems.append(f"end of medication unreadable ({exc})")
+            return None
+
+
+# -- helpers ------------------------------------------------------------------------------------------
+
+
+def _read_number(res: Mapping[str, Any], kind: QuantityKind) -> tuple[float | None, str | None, str | None]:
+    """Value in the kind's canonical unit, its display, or the reason it cannot be read (never guessed)."""
+    unit: str | None = None
+    if "valueQuantity" in res:
+        q = res["valueQuantity"]
+        if not isinstance(q, Mapping):
+            return None, None, "valueQuantity is not an object"
+        raw = q.get("value")
+        system = q.get("system")
+        code = q.get("code") if system in (None, "http://unitsofmeasure.org") else None
+        unit = code if isinstance(code, str) else None
+        if unit is None and isinstance(q.get("unit"), str) and q["unit"] in kind.units:
+            unit = q["unit"]  # the human unit spelled exactly as a UCUM code we know
+        if unit is None and q.get("unit") is not None and not kind.unitless_ok:
+            return None, None, f"unit {str(q.get('unit'))[:20]!r} has no UCUM code"
+    elif "valueInteger" in res:
+        raw = res["valueInteger"]
+    else:
+        present = [k for k in res if k.startswith("value")]
+        return None, None, f"no numeric value ({', '.join(present) or 'no value'})"
+    if isinstance(raw, bool) or not isinstance(raw, int | float) or not math.isfinite(raw):
+        return None, None, f"value {str(raw)[:20]!r} is not a number"
+    value = float(raw)
+    if unit is None or unit in ("1", ""):
+        if not kind.unitless_ok:
+            return None, None, f"{kind.id} value {value:g} has no unit; not guessed"
+        factor, offset = 1.0, 0.0
+        shown = f"{value:g}"
+    else:
+        conversion = kind.units.get(unit)
+        if conversion is None:
+            return None, None, f"unit {unit[:20]!r} is not a known {kind.id} unit"
+        factor, offset = conversion
+        shown = f"{value:g} {unit}"
+    canonical = value * factor + offset
+    low, high = kind.plausible
+    if not low <= canonical <= high:
+        return None, None, f"{kind.id} {shown} is implausible; not used"
+    if kind.integers_only and canonical != int(canonical):
+        return None, None, f"{kind.id} {shown} is not a whole grade"
+    if unit not in (None, "1", "", kind.canonical_unit):
+        shown += f" = {canonical:.1f} {kind.display_unit}"
+    return canonical, shown, None
+
+
+def _has_value(res: Mapping[str, Any]) -> bool:
+    return any(k.startswith("value") for k in res)
+
+
+def _codings(concept: object) -> list[Any]:
+    if isinstance(concept, Mapping):
+        codings = concept.get("coding")
+        return codings if isinstance(codings, list) else []
+    return []
+
+
+def _display(concept: object, codings: list[Any]) -> str:
+    if isinstance(concept, Mapping) and isinstance(concept.get("text"), str):
+        return concept["text"][:120]
+    for c in codings:
+        if isinstance(c, Mapping) and isinstance(c.get("display"), str):
+            return str(c["display"])[:120]
+    for c in codings:
+        if isinstance(c, Mapping) and isinstance(c.get("code"), str):
+            return str(c["code"])[:60]
+    return "(uncoded)"
+
+
+def _status_code(concept: object) -> str | None:
+    for coding in _codings(concept):
+        if isinstance(coding, Mapping) and isinstance(coding.get("code"), str):
+            return str(coding["code"]).strip()
+    return None
+
+
+def _abatement(res: Mapping[str, Any]) -> FhirDate | None:
+    value = res.get("abatementDateTime")
+    if value is None and isinstance(res.get("abatementPeriod"), Mapping):
+        value = res["abatementPeriod"].get("end") or res["abatementPeriod"].get("start")
+    if value is None:
+        return None
+    try:
+        return parse_fhir_date(value)
+    except DateProblem:
+        return None
+
+
+def _optional_date(value: object) -> FhirDate | None:
+    if value is None:
+        return None
+    try:
+        return parse_fhir_date(value)
+    except DateProblem:
+        return None
+
+
+def _birth_date(patient: Mapping[str, Any]) -> date | None:
+    try:
+        return parse_fhir_date(patient.get("birthDate")).start
+    except DateProblem:
+        return None
+
+
+def _about_other_patient(res: Mapping[str, Any], patient_id: str) -> bool:
+    """True only when the resource clearly names another Patient (urn:uuid and contained refs are kept)."""
+    for key in ("subject", "patient"):
+        ref = res.get(key)
+        if isinstance(ref, Mapping) and isinstance(ref.get("reference"), str):
+            parts = ref["reference"].split("/_history/")[0].rstrip("/").split("/")
+            if len(parts) >= 2 and parts[-2] == "Patient":
+                return parts[-1] != patient_id
+    return False
+
+
+def _resolve_medication(
+    res: Mapping[str, Any], ref: Mapping[str, Any], medications: Mapping[str, Mapping[str, Any]]
+) -> Mapping[str, Any] | None:
+    target = ref.get("reference")
+    if isinstance(target, str) and target.startswith("#"):
+        for contained in _list(res.get("contained")):
+            if isinstance(contained, Mapping) and contained.get("id") == target[1:]:
+                return contained
+        return None
+    if isinstance(target, str) and "Medication/" in target:
+        return medications.get(target.split("Medication/")[-1].split("/")[0])
+    return None
+
+
+def _list(value: object) -> list[Any]:
+    return value if isinstance(value, list) else []
+
+
+def _with_id(u: Unreadable, rtype: str, rid: str | None) -> Unreadable:
+    return Unreadable(rtype, rid, u.problem, u.valuesets, u.display, u.code_unknown)
+
+
+def _replace(record: Record, **changes: Any) -> Record:
+    from dataclasses import replace
+
+    return replace(record, **changes)

@@ -56,7 +56,9 @@ def _coding(c: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _concept(c: Mapping[str, Any], extra: Iterable[Mapping[str, Any]] = (), text: str | None = None) -> dict[str, Any]:
+def _concept(
+    c: Mapping[str, Any], extra: Iterable[Mapping[str, Any]] = (), text: str | None = None
+) -> dict[str, Any]:
     concept: dict[str, Any] = {"coding": [_coding(c), *(_coding(x) for x in extra)]}
     if text:
         concept["text"] = text
@@ -91,14 +93,20 @@ def build_resource(spec: Mapping[str, Any], patient_id: str, rid: str, today: da
         if spec.get("clinicalStatus") and spec.get("verificationStatus") != "entered-in-error":
             res["clinicalStatus"] = {"coding": [{"system": CLINICAL, "code": spec["clinicalStatus"]}]}
         if spec.get("verificationStatus"):
-            res["verificationStatus"] = {"coding": [{"system": VERIFICATION, "code": spec["verificationStatus"]}]}
+            res["verificationStatus"] = {
+                "coding": [{"system": VERIFICATION, "code": spec["verificationStatus"]}]
+            }
         res["code"] = _concept(spec, spec.get("additionalCodings", ()), spec.get("text"))
         if spec.get("severity"):
             res["severity"] = _concept(spec["severity"])
         if spec.get("bodySite"):
             res["bodySite"] = [_concept(spec["bodySite"])]
         res["subject"] = subject
-        for key, field in (("onset", "onsetDateTime"), ("abatement", "abatementDateTime"), ("recorded", "recordedDate")):
+        for key, field in (
+            ("onset", "onsetDateTime"),
+            ("abatement", "abatementDateTime"),
+            ("recorded", "recordedDate"),
+        ):
             if spec.get(key):
                 res[field] = _when(spec[key], today)
         if spec.get("annotation"):
@@ -114,9 +122,7 @@ def build_resource(spec: Mapping[str, Any], patient_id: str, rid: str, today: da
         if spec.get("bodySite"):
             res["bodySite"] = _concept(spec["bodySite"])
         if spec.get("components"):
-            res["component"] = [
-                {"code": _concept(c), **_value(c["value"])} for c in spec["components"]
-            ]
+            res["component"] = [{"code": _concept(c), **_value(c["value"])} for c in spec["components"]]
     elif rtype in ("MedicationRequest", "MedicationStatement"):
         res["status"] = spec.get("status", "active")
         if rtype == "MedicationRequest":
@@ -152,13 +158,18 @@ def build_patient(case: Mapping[str, Any], patient_id: str, today: date) -> dict
     if p.get("gender"):
         patient["gender"] = p["gender"]
     if p.get("ageYears") is not None:
-        born = today.replace(year=today.year - int(p["ageYears"])) if not (
-            today.month == 2 and today.day == 29) else today.replace(year=today.year - int(p["ageYears"]), day=28)
+        born = (
+            today.replace(year=today.year - int(p["ageYears"]))
+            if not (today.month == 2 and today.day == 29)
+            else today.replace(year=today.year - int(p["ageYears"]), day=28)
+        )
         patient["birthDate"] = born.isoformat()
     return patient
 
 
-def case_resources(case: Mapping[str, Any], today: date, patient_id: str | None = None) -> list[dict[str, Any]]:
+def case_resources(
+    case: Mapping[str, Any], today: date, patient_id: str | None = None
+) -> list[dict[str, Any]]:
     """Patient first, then the case's resources, all as FHIR R4 JSON."""
     pid = patient_id or case_patient_id(case)
     out = [build_patient(case, pid, today)]
@@ -222,12 +233,14 @@ def prefetch_for(resources: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
 
 
 def shift_dates(value: Any, days: int) -> Any:
-    """A deep copy with every FHIR date/dateTime/instant string moved by ``days`` (ids and codes untouched)."""
+    """A deep copy with every FHIR date/dateTime/instant string moved by ``days`` (ids, codes untouched)."""
     if days == 0:
         return copy.deepcopy(value)
     if isinstance(value, dict):
-        return {k: (v if k in ("id", "code", "reference", "fullUrl", "url", "system") else shift_dates(v, days))
-                for k, v in value.items()}
+        return {
+            k: (v if k in ("id", "code", "reference", "fullUrl", "url", "system") else shift_dates(v, days))
+            for k, v in value.items()
+        }
     if isinstance(value, list):
         return [shift_dates(v, days) for v in value]
     if isinstance(value, str) and _DATE_KEYS.match(value):

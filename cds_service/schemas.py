@@ -228,9 +228,9 @@ class Card(WireModel):
     def _selection_behavior(self) -> Card:
         if self.suggestions and self.selectionBehavior is None:
             raise ValueError("selectionBehavior is required with suggestions (cds-resp-6)")
-        if self.selectionBehavior == "at-most-one" and self.suggestions:
-            if sum(1 for s in self.suggestions if s.isRecommended) > 1:
-                raise ValueError("at most one recommended suggestion with at-most-one (cds-resp-1)")
+        recommended = sum(1 for s in self.suggestions or [] if s.isRecommended)
+        if self.selectionBehavior == "at-most-one" and recommended > 1:
+            raise ValueError("at most one recommended suggestion with at-most-one (cds-resp-1)")
         return self
 
 

@@ -88,7 +88,7 @@ class Evaluation:
     weakness_onset: FhirDate | None
     red_flag: bool
     results: tuple[RuleResult, ...]
-    categories: Mapping[str, tuple[RuleResult, ...]]  # emitted, in policy order
+    categories: Mapping[str, tuple[RuleResult, ...]]  # emitted, in policy order (category code -> rules)
     suppressed: tuple[tuple[str, str], ...]  # (category, reason)
     notes: tuple[DataNote, ...]
     unreadable: tuple[Unreadable, ...]
@@ -157,7 +157,9 @@ def evaluate(
         if rule_.category in collected and rule_.when_pathway_fired in fired_pathways:
             del collected[rule_.category]
             suppressed.append((rule_.category, rule_.reason))
-    categories = {c: tuple(collected[c]) for c in policy.category_order if c in collected}
+    categories: dict[str, tuple[RuleResult, ...]] = {
+        c: tuple(collected[c]) for c in policy.category_order if c in collected
+    }
 
     for u in normalised.unreadable:
         hides = u.code_unknown or bool(u.valuesets & red_flag_valuesets)
@@ -176,7 +178,9 @@ def evaluate(
     )
 
 
-def _eval(node: CompiledNode, ctx: Context, walk: _Walk, red_flag_rule: bool) -> tuple[bool, tuple[Record, ...]]:
+def _eval(
+    node: CompiledNode, ctx: Context, walk: _Walk, red_flag_rule: bool
+) -> tuple[bool, tuple[Record, ...]]:
     if node.kind == "leaf":
         assert node.leaf is not None
         return _eval_leaf(node.leaf, ctx, walk, red_flag_rule)
@@ -210,20 +214,17 @@ def _eval_leaf(
     evidence = result.evidence if passed else ()
     walk.leaves.append(LeafTrace(leaf.label, leaf.spec.name, leaf.raw_params, passed, result.value, evidence))
     for record in near:
-        walk.notes.append(
-            DataNote(
-                f"{record.display} {record.value_text or ''}".strip()
-                + (f" ({record.resource_type}, no date): not counted for \u201c{leaf.label}\u201d; please verify"
-                   if record.date is None else
-                   f" ({record.resource_type}): end date unknown, not counted for \u201c{leaf.label}\u201d;"
-                   " please verify"),
-                record.ref(),
-                red_flag_rule,
-            )
-        )
+        walk.notes.append(DataNote(_near_miss_text(record, leaf.label), record.ref(), red_flag_rule))
     for note in result.notes:
         walk.notes.append(DataNote(note, "", red_flag_rule))
     return passed, evidence
+
+
+def _near_miss_text(record: Record, label: str) -> str:
+    """An undated (or end-unknown) record that would otherwise have counted for ``label``."""
+    what = f"{record.display} {record.value_text or ''}".strip()
+    why = "no date" if record.date is None else "end date unknown"
+    return f"{what} ({record.resource_type}, {why}): not counted for \u201c{label}\u201d; please verify"
 
 
 def _union(groups: Iterable[tuple[Record, ...]]) -> tuple[Record, ...]:

@@ -106,8 +106,12 @@ class FindingParams(WindowParams):
     resource_types: list[Literal["Condition", "Observation"]] = ["Condition", "Observation"]
     severity: str | None = Field(None, description="Condition.severity must be in this value set.")
     not_severity: str | None = Field(None, description="Condition.severity must not be in this value set.")
-    or_recorded: bool = Field(False, description="A Condition also counts when its recordedDate is in the window.")
-    bilateral: bool = Field(False, description="Findings on both sides are required (left and right, or bilateral).")
+    or_recorded: bool = Field(
+        False, description="A Condition also counts when its recordedDate is in the window."
+    )
+    bilateral: bool = Field(
+        False, description="Findings on both sides are required (left and right, or bilateral)."
+    )
 
 
 class CodedValueParams(WindowParams):
@@ -247,7 +251,11 @@ def coded_value(ctx: Context, p: CodedValueParams) -> FactValue:
     hits: list[Record] = []
     undated: list[tuple[Record, float | None]] = []
     for r in ctx.with_valuesets(p.valuesets):
-        if r.resource_type != "Observation" or r.status is not Status.current or p.answers not in r.value_codes:
+        if (
+            r.resource_type != "Observation"
+            or r.status is not Status.current
+            or p.answers not in r.value_codes
+        ):
             continue
         inside = in_window(r, p, ctx)
         if inside is None:
@@ -327,7 +335,12 @@ def score_decline(ctx: Context, p: ScoreParams) -> FactValue:
             assert earlier.date and later.date and earlier.number is not None and later.number is not None
             if earlier.date.start >= later.date.start:
                 continue
-            if p.per_side and earlier.laterality and later.laterality and earlier.laterality != later.laterality:
+            if (
+                p.per_side
+                and earlier.laterality
+                and later.laterality
+                and earlier.laterality != later.laterality
+            ):
                 continue
             drop = earlier.number - later.number
             if drop > best:
@@ -381,7 +394,7 @@ def medication(ctx: Context, p: MedicationParams) -> FactValue:
     return FactValue(bool(hits), tuple(hits), tuple(unknown_end))
 
 
-def weakness_onset_days(ctx: Context, p: NoParams) -> FactValue:
+def weakness_onset_days(ctx: Context, _p: NoParams) -> FactValue:
     """Days since the weakness began (latest possible day). Unknown onset counts as today (fail-safe)."""
     onset = ctx.weakness_onset
     if not ctx.weakness_evidence:
@@ -392,7 +405,7 @@ def weakness_onset_days(ctx: Context, p: NoParams) -> FactValue:
     return FactValue(float(max(onset.days_before(ctx.today), 0)), ctx.weakness_evidence[:1], (), notes)
 
 
-def weakness_bilateral(ctx: Context, p: NoParams) -> FactValue:
+def weakness_bilateral(ctx: Context, _p: NoParams) -> FactValue:
     """Weakness documented on both sides (left and right records, or a bilateral one)."""
     sides = {r.laterality for r in ctx.weakness_evidence if r.laterality}
     bilateral = "bilateral" in sides or {"left", "right"} <= sides
@@ -400,7 +413,7 @@ def weakness_bilateral(ctx: Context, p: NoParams) -> FactValue:
     return FactValue(bilateral, evidence)
 
 
-def age_years(ctx: Context, p: NoParams) -> FactValue:
+def age_years(ctx: Context, _p: NoParams) -> FactValue:
     """Age in whole years from Patient.birthDate; unknown when the Patient was not available."""
     if ctx.birth_date is None:
         return FactValue(None)

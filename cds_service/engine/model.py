@@ -66,6 +66,7 @@ class ExtraCodesFile(Strict):
 
 class CodeSystemSpec(Strict):
     uri: str
+    label: str = Field(description="Short name shown on cards (e.g. SNOMED CT).")
     aliases: list[str] = Field(default_factory=list)
     uri_prefixes: list[str] = Field(default_factory=list)
     prefix_matching: bool = False

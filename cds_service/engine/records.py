@@ -116,7 +116,9 @@ class Normaliser:
         self.terminology = terminology
         self.status = status
         self.kinds_by_vs = {
-            vs.id: kinds[vs.value_kind] for vs in terminology.valuesets.values() if vs.value_kind in kinds
+            vs.id: kinds[vs.value_kind]
+            for vs in terminology.valuesets.values()
+            if vs.value_kind is not None and vs.value_kind in kinds
         }
         self.laterality_valueset = laterality_valueset
         self.negative_valueset = negative_valueset
@@ -127,7 +129,9 @@ class Normaliser:
         out = Normalised()
         all_resources = [r for r in resources if isinstance(r, Mapping)]
         medications = {
-            str(r.get("id")): r for r in all_resources if r.get("resourceType") == "Medication" and r.get("id")
+            str(r.get("id")): r
+            for r in all_resources
+            if r.get("resourceType") == "Medication" and r.get("id")
         }
         for resource in all_resources:
             rtype = resource.get("resourceType")
@@ -193,14 +197,13 @@ class Normaliser:
             if isinstance(severity, Mapping):
                 sev, _, _ = self.terminology.match_codings(_codings(severity))
                 record = _replace(record, severity=sev)
-        elif rtype == "Observation":
-            record = self._observation_value(res, record, problems)
         elif rtype.startswith("Medication"):
             record = _replace(record, end=self._medication_end(res, problems))
+        final = self._observation_value(res, record, problems) if rtype == "Observation" else record
         for problem in problems:
             out.unreadable.append(Unreadable(rtype, rid, problem, valuesets, display))
-        if record is not None:
-            out.records.append(record)
+        if final is not None:
+            out.records.append(final)
 
     def _concept(
         self, res: Mapping[str, Any], rtype: str, medications: Mapping[str, Mapping[str, Any]]
@@ -211,7 +214,9 @@ class Normaliser:
             if concept is None and isinstance(ref, Mapping):
                 medication = _resolve_medication(res, ref, medications)
                 if medication is None:
-                    return Unreadable(rtype, None, "medicationReference could not be resolved", code_unknown=True)
+                    return Unreadable(
+                        rtype, None, "medicationReference could not be resolved", code_unknown=True
+                    )
                 concept = medication.get("code")
                 extra = [
                     i.get("itemCodeableConcept")
@@ -228,8 +233,9 @@ class Normaliser:
     ) -> tuple[frozenset[str], str | None, tuple[str, str] | None, str] | Unreadable:
         display = _display(concept, codings)
         if not any(isinstance(c, Mapping) and c.get("system") and c.get("code") for c in codings):
-            return Unreadable(rtype, None, "code has no coding with a system and code", display=display,
-                              code_unknown=True)
+            return Unreadable(
+                rtype, None, "code has no coding with a system and code", display=display, code_unknown=True
+            )
         valuesets, laterality, first = self.terminology.match_codings(codings)
         return valuesets, laterality, first, display
 
@@ -248,9 +254,9 @@ class Normaliser:
             code = clinical
         else:
             raw = res.get("status")
-            code = raw if isinstance(raw, str) else None
-            if code is None:
+            if not isinstance(raw, str):
                 return Status.current, "status missing; counted (fail-safe)"
+            code = raw
         if code in policy.excluded.get(rtype, frozenset()):
             return Status.excluded, None
         if code in policy.inactive.get(rtype, frozenset()):
@@ -313,7 +319,9 @@ class Normaliser:
                     return side
         return None
 
-    def _observation_value(self, res: Mapping[str, Any], record: Record, problems: list[str]) -> Record | None:
+    def _observation_value(
+        self, res: Mapping[str, Any], record: Record, problems: list[str]
+    ) -> Record | None:
         kind = next((self.kinds_by_vs[v] for v in record.valuesets if v in self.kinds_by_vs), None)
         if "dataAbsentReason" in res and not _has_value(res):
             return _replace(record, present=False, value_text="no result (dataAbsentReason)")
@@ -349,15 +357,15 @@ class Normaliser:
                     return None
             return record
         if kind is None:
-            if "valueString" in res or "valueInteger" in res and not isinstance(res["valueInteger"], int):
+            if "valueString" in res or ("valueInteger" in res and not isinstance(res["valueInteger"], int)):
                 problems.append("value cannot be interpreted as present or absent")
                 return None
             return record  # coded finding without value: present
-        number, text, problem = _read_number(res, kind)
+        number, shown, problem = _read_number(res, kind)
         if problem is not None:
             problems.append(problem)
             return None
-        return _replace(record, number=number, value_text=text)
+        return _replace(record, number=number, value_text=shown)
 
     def _medication_end(self, res: Mapping[str, Any], problems: list[str]) -> FhirDate | None:
         if res.get("resourceType") == "MedicationRequest":
@@ -437,7 +445,7 @@ def _codings(concept: object) -> list[Any]:
 
 def _display(concept: object, codings: list[Any]) -> str:
     if isinstance(concept, Mapping) and isinstance(concept.get("text"), str):
-        return concept["text"][:120]
+        return str(concept["text"])[:120]
     for c in codings:
         if isinstance(c, Mapping) and isinstance(c.get("display"), str):
             return str(c["display"])[:120]
@@ -487,7 +495,7 @@ def _about_other_patient(res: Mapping[str, Any], patient_id: str) -> bool:
     for key in ("subject", "patient"):
         ref = res.get(key)
         if isinstance(ref, Mapping) and isinstance(ref.get("reference"), str):
-            parts = ref["reference"].split("/_history/")[0].rstrip("/").split("/")
+            parts = str(ref["reference"]).split("/_history/")[0].rstrip("/").split("/")
             if len(parts) >= 2 and parts[-2] == "Patient":
                 return parts[-1] != patient_id
     return False

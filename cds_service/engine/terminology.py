@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 class CodeSystem:
     key: str
     uri: str
+    label: str = ""
     aliases: tuple[str, ...] = ()
     uri_prefixes: tuple[str, ...] = ()
     prefix_matching: bool = False
@@ -144,7 +145,9 @@ class Terminology:
         laterality = lateralities.pop() if len(lateralities) == 1 else None
         return Match(valuesets, laterality)
 
-    def match_codings(self, codings: Iterable[object]) -> tuple[frozenset[str], str | None, tuple[str, str] | None]:
+    def match_codings(
+        self, codings: Iterable[object]
+    ) -> tuple[frozenset[str], str | None, tuple[str, str] | None]:
         """Union of value sets over a CodeableConcept's codings; the laterality; the first matched pair."""
         found: set[str] = set()
         laterality: str | None = None

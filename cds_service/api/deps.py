@@ -1,0 +1,67 @@
+"""Dependencies as named ``Annotated`` aliases: handler signatures read as a list of what they need."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Annotated
+
+import httpx
+from fastapi import Depends, Request
+
+from cds_service.config import Settings
+from cds_service.orchestrate import Caller, Orchestrator
+from cds_service.registry import RuleSet
+from cds_service.security import ClientAuthenticator
+
+
+@dataclass
+class AppState:
+    """Everything long-lived, built once in ``create_app`` and its lifespan."""
+
+    settings: Settings
+    ruleset: RuleSet
+    orchestrator: Orchestrator
+    authenticator: ClientAuthenticator | None  # None: CDS_AUTH=off
+    http: httpx.AsyncClient
+
+
+def get_state(request: Request) -> AppState:
+    state: AppState = request.app.state.cds
+    return state
+
+
+StateDep = Annotated[AppState, Depends(get_state)]
+
+
+def base_url(request: Request, settings: Settings) -> str:
+    """The service's external base URL (configured, else as the request reached us)."""
+    if settings.public_base_url:
+        return settings.public_base_url.rstrip("/")
+    return str(request.base_url).rstrip("/")
+
+
+def audience(request: Request, settings: Settings) -> str:
+    """The JWT ``aud`` this endpoint expects: the exact URL invoked."""
+    return base_url(request, settings) + request.url.path
+
+
+async def _caller(request: Request, state: StateDep, required: bool) -> Caller:
+    header = request.headers.get("authorization")
+    if state.authenticator is None or (header is None and not required):
+        return Caller()
+    identity = await state.authenticator.authenticate(header, audience(request, state.settings))
+    return Caller(identity.iss, identity.tenant, identity.fhir_servers)
+
+
+async def required_caller(request: Request, state: StateDep) -> Caller:
+    """The verified CDS client; 401 without a valid token (unless CDS_AUTH=off)."""
+    return await _caller(request, state, required=True)
+
+
+async def optional_caller(request: Request, state: StateDep) -> Caller:
+    """Discovery: a token is verified when sent (a bad one is refused) but not required."""
+    return await _caller(request, state, required=False)
+
+
+CallerDep = Annotated[Caller, Depends(required_caller)]
+OptionalCallerDep = Annotated[Caller, Depends(optional_caller)]

@@ -1,0 +1,150 @@
+"""Domain exceptions -> HTTP status and a FHIR OperationOutcome body, in one place.
+
+Every non-2xx answer carries an OperationOutcome (CDS Hooks 3.0 recommends it) naming the problem and,
+where it applies, the field (``expression``). Never a stack trace, never the input's values, never a
+token. 401 says only that authentication is required (best practice: no detail).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+import orjson
+from fastapi import FastAPI, Request, Response
+from fastapi.exceptions import RequestValidationError
+from pydantic import ValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from cds_service.orchestrate import HookMismatch, InvalidContext
+from cds_service.prefetch import InvalidPrefetch, PrefetchUnavailable
+from cds_service.registry import UnknownService
+from cds_service.security import AuthenticationFailed
+
+logger = logging.getLogger(__name__)
+FHIR_JSON = "application/fhir+json"
+
+
+class RequestTooLarge(Exception):
+    """The body exceeds ``CDS_MAX_REQUEST_BYTES``."""
+
+
+class UnsupportedMediaType(Exception):
+    """The body is declared as something other than JSON."""
+
+
+class MalformedJson(ValueError):
+    """The body is not a JSON object."""
+
+
+class Unauthorized(Exception):
+    """Audit/explain credential missing or wrong."""
+
+
+def outcome(
+    status: int,
+    code: str,
+    diagnostics: str,
+    expressions: Sequence[str] = (),
+    headers: dict[str, str] | None = None,
+    severity: str = "error",
+) -> Response:
+    issue: dict[str, Any] = {"severity": severity, "code": code, "diagnostics": diagnostics}
+    if expressions:
+        issue["expression"] = list(expressions)
+    body = {"resourceType": "OperationOutcome", "issue": [issue]}
+    return Response(orjson.dumps(body), status_code=status, media_type=FHIR_JSON, headers=headers)
+
+
+def validation_outcome(errors: Sequence[Any], prefix: str = "") -> Response:
+    issues = []
+    for error in list(errors)[:20]:
+        loc = [str(p) for p in error.get("loc", ()) if p not in ("body",)]
+        where = ".".join(([prefix] if prefix else []) + loc)
+        issues.append(
+            {
+                "severity": "error",
+                "code": "required" if error.get("type") == "missing" else "invalid",
+                "diagnostics": f"{where or 'body'}: {error.get('msg', 'invalid')}",
+                **({"expression": [where]} if where else {}),
+            }
+        )
+    body = {"resourceType": "OperationOutcome", "issue": issues}
+    return Response(orjson.dumps(body), status_code=400, media_type=FHIR_JSON)
+
+
+def install(app: FastAPI) -> None:
+    """Register the exception handlers on the app."""
+
+    @app.exception_handler(UnknownService)
+    async def _unknown(_: Request, exc: UnknownService) -> Response:
+        return outcome(
+            404, "not-found", f"Unknown CDS service {exc.service_id[:64]!r}; see GET /cds-services"
+        )
+
+    @app.exception_handler(ValidationError)
+    async def _invalid(_: Request, exc: ValidationError) -> Response:
+        return validation_outcome(exc.errors(include_input=False))
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid_request(_: Request, exc: RequestValidationError) -> Response:
+        return validation_outcome(exc.errors())
+
+    @app.exception_handler(InvalidContext)
+    async def _context(_: Request, exc: InvalidContext) -> Response:
+        return validation_outcome(exc.error.errors(include_input=False), prefix="context")
+
+    @app.exception_handler(HookMismatch)
+    async def _hook(_: Request, exc: HookMismatch) -> Response:
+        return outcome(400, "invalid", str(exc), ["hook"])
+
+    @app.exception_handler(InvalidPrefetch)
+    async def _prefetch(_: Request, exc: InvalidPrefetch) -> Response:
+        return outcome(400, "invalid", f"prefetch.{exc.key}: {exc}", [f"prefetch.{exc.key}"])
+
+    @app.exception_handler(PrefetchUnavailable)
+    async def _unavailable(_: Request, exc: PrefetchUnavailable) -> Response:
+        issues = [
+            {
+                "severity": "error",
+                "code": "incomplete",
+                "diagnostics": f"Required prefetch {key!r} could not be obtained: {problem}",
+                "expression": [f"prefetch.{key}"],
+            }
+            for key, problem in exc.problems.items()
+        ]
+        body = {"resourceType": "OperationOutcome", "issue": issues}
+        return Response(orjson.dumps(body), status_code=412, media_type=FHIR_JSON)
+
+    @app.exception_handler(AuthenticationFailed)
+    async def _auth(_: Request, exc: AuthenticationFailed) -> Response:
+        logger.warning("authentication failed reason=%s", exc.reason)
+        return outcome(401, "security", "Authentication required", headers={"WWW-Authenticate": "Bearer"})
+
+    @app.exception_handler(Unauthorized)
+    async def _unauthorized(_: Request, _exc: Unauthorized) -> Response:
+        return outcome(401, "security", "Authentication required", headers={"WWW-Authenticate": "Bearer"})
+
+    @app.exception_handler(RequestTooLarge)
+    async def _too_large(_: Request, exc: RequestTooLarge) -> Response:
+        return outcome(413, "too-long", str(exc))
+
+    @app.exception_handler(UnsupportedMediaType)
+    async def _media(_: Request, exc: UnsupportedMediaType) -> Response:
+        return outcome(415, "not-supported", str(exc))
+
+    @app.exception_handler(MalformedJson)
+    async def _json(_: Request, exc: MalformedJson) -> Response:
+        return outcome(400, "structure", str(exc))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(_: Request, exc: StarletteHTTPException) -> Response:
+        code = {404: "not-found", 405: "not-supported"}.get(exc.status_code, "processing")
+        detail = exc.detail if isinstance(exc.detail, str) else "HTTP error"
+        return outcome(exc.status_code, code, detail, headers=getattr(exc, "headers", None))
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, _exc: Exception) -> Response:
+        logger.exception("unhandled error on %s %s", request.method, request.url.path)
+        return outcome(500, "exception", "Internal error; the service logged it.")

@@ -1,0 +1,244 @@
+"""The only place cards are built: one card per recommendation category, listing every reason.
+
+Inputs are the engine's ``Evaluation`` and the category/rule texts from ``rules/``. Each card carries:
+a summary under 140 characters; a GitHub-flavoured markdown ``detail`` naming the findings that fired
+(with dates) and what to do; ``source`` pointing at the first rule's evidence with the category as
+``topic``; suggestions that each create one FHIR R4 ``ServiceRequest`` (validated with fhir.resources R4B)
+with ``selectionBehavior: any`` (Epic accepts only that); override reasons; links to the rules' pages.
+The highest card also lists the data the engine could not use where it could hide a red flag.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+from uuid import uuid4
+
+from fhir.resources.R4B.servicerequest import ServiceRequest
+
+from cds_service.engine.evaluate import DataNote, Evaluation, RuleResult
+from cds_service.engine.model import CategorySpec, OrderSpec
+from cds_service.engine.records import Record
+from cds_service.registry import RuleSet
+from cds_service.schemas import (
+    Action,
+    Card,
+    Coding,
+    Indicator,
+    Link,
+    OverrideReason,
+    Source,
+    Suggestion,
+)
+
+SUMMARY_LIMIT = 139
+IdFactory = Callable[[], str]
+
+
+def new_id() -> str:
+    return str(uuid4())
+
+
+@dataclass(frozen=True)
+class CardContext:
+    """Per-call inputs the builder needs besides the evaluation."""
+
+    patient_id: str
+    base_url: str  # absolute, no trailing slash: rule documentation links
+    extra_notes: Sequence[DataNote] = ()  # e.g. optional prefetch that could not be obtained
+    id_factory: IdFactory = new_id
+
+
+def build_cards(evaluation: Evaluation, ruleset: RuleSet, ctx: CardContext) -> list[Card]:
+    """Cards for every emitted category, highest indicator first."""
+    drafts: list[tuple[int, int, Card]] = []
+    order: list[str] = list(ruleset.policy.category_order)
+    for code, results in evaluation.categories.items():
+        category = ruleset.category(code)
+        indicator = _indicator(category, results)
+        subordinate = evaluation.red_flag and indicator is not Indicator.critical
+        card = _card(category, results, indicator, subordinate, ruleset, ctx)
+        drafts.append((-indicator.rank, order.index(code), card))
+    drafts.sort(key=lambda d: (d[0], d[1]))
+    cards = [card for _, _, card in drafts]
+    notes = [n for n in (*evaluation.notes, *ctx.extra_notes) if n.red_flag]
+    if cards and notes:
+        top = cards[0]
+        cards[0] = top.model_copy(update={"detail": f"{top.detail}\n\n{_notes_section(notes)}"})
+    return cards
+
+
+def _indicator(category: CategorySpec, results: Sequence[RuleResult]) -> Indicator:
+    explicit = [Indicator(r.rule.spec.indicator) for r in results if r.rule.spec.indicator]
+    if explicit:
+        return max(explicit, key=lambda i: i.rank)
+    return Indicator(category.indicator)
+
+
+def _card(
+    category: CategorySpec,
+    results: Sequence[RuleResult],
+    indicator: Indicator,
+    subordinate: bool,
+    ruleset: RuleSet,
+    ctx: CardContext,
+) -> Card:
+    first = results[0].rule.spec
+    evidence = next((e for r in results for e in r.rule.spec.evidence if e.url), first.evidence[0])
+    suggestions = [_suggestion(o, results, ruleset, ctx) for o in _orders(category, results)]
+    for result in results:
+        if result.rule.spec.withdraw_drafts:
+            suggestions += [_withdraw(d, ctx) for d in result.evidence if d.resource_type == "ServiceRequest"]
+    links = [
+        Link(
+            label=f"Rule {r.rule.id}: {r.rule.spec.name}"[:120],
+            url=f"{ctx.base_url}/rules/{r.rule.id}",
+            type="absolute",
+        )
+        for r in results
+    ]
+    return Card(
+        uuid=ctx.id_factory(),
+        summary=_summary(category, results, subordinate),
+        detail=_detail(category, results, subordinate, ruleset),
+        indicator=indicator,
+        source=Source(
+            label=evidence.label[:200],
+            url=evidence.url,
+            topic=Coding(
+                system=ruleset.categories.topic_system, code=category.code, display=category.display
+            ),
+        ),
+        suggestions=suggestions or None,
+        selectionBehavior="any" if suggestions else None,
+        overrideReasons=[
+            OverrideReason(system=ruleset.categories.override_reason_system, code=o.code, display=o.display)
+            for o in ruleset.categories.override_reasons
+        ],
+        links=links,
+    )
+
+
+def _summary(category: CategorySpec, results: Sequence[RuleResult], subordinate: bool) -> str:
+    template = (
+        category.subordinate_summary if subordinate and category.subordinate_summary else category.summary
+    )
+    shorts = list(dict.fromkeys(r.rule.spec.card.short for r in results))
+    for shown in range(len(shorts), 0, -1):
+        reasons = ", ".join(shorts[:shown]) + (f" +{len(shorts) - shown} more" if shown < len(shorts) else "")
+        text = template.format(reasons=reasons)
+        if len(text) <= SUMMARY_LIMIT:
+            return text
+    return template.format(reasons=f"{len(shorts)} findings")[:SUMMARY_LIMIT]
+
+
+def _detail(
+    category: CategorySpec, results: Sequence[RuleResult], subordinate: bool, ruleset: RuleSet
+) -> str:
+    lines: list[str] = []
+    if subordinate:
+        lines += ["_Non-urgent: only after the emergency assessment on the critical card._", ""]
+    lines.append("**Why**")
+    for result in results:
+        lines.append(f"- {result.rule.spec.card.reason}")
+        lines += [f"  - {_finding(r, ruleset)}" for r in result.evidence[:12]]
+        if len(result.evidence) > 12:
+            lines.append(f"  - ... and {len(result.evidence) - 12} more")
+    advice = list(
+        dict.fromkeys([a for r in results for a in r.rule.spec.card.advice] + list(category.advice))
+    )
+    if advice:
+        lines += ["", "**What to do**", *[f"- {a}" for a in advice]]
+    sources = dict.fromkeys(f"{r.rule.id} v{r.rule.spec.version}" for r in results)
+    lines += ["", f"_Rules: {', '.join(sources)}. Decision support only: use clinical judgement._"]
+    return "\n".join(lines)
+
+
+def _finding(r: Record, ruleset: RuleSet) -> str:
+    system = ruleset.terminology.system_for(r.code[0]) if r.code else None
+    code = f"{system.label if system else ''} {r.code[1]}".strip() if r.code else ""
+    when = "date unknown" if r.date is None else f"{r.date_source} {r.date.iso()}"
+    value = f" = {_escape(r.value_text)}" if r.value_text and r.resource_type == "Observation" else ""
+    side = f", {r.laterality}" if r.laterality else ""
+    return f"{_escape(r.display)}{value} ({r.resource_type} {code}{side}; {when})"
+
+
+def _notes_section(notes: Iterable[DataNote]) -> str:
+    lines = ["**Data the service could not use (could hide a red flag; please check)**"]
+    lines += [f"- {_escape(n.text)}" for n in list(notes)[:15]]
+    return "\n".join(lines)
+
+
+def _escape(text: str | None) -> str:
+    """Neutralise markdown/HTML control characters in EHR-supplied text shown in ``detail``."""
+    if not text:
+        return ""
+    cleaned = "".join(ch if ch.isprintable() else " " for ch in text)
+    for ch in "\\`*_[]<>|#":
+        cleaned = cleaned.replace(ch, "\\" + ch)
+    return cleaned[:160]
+
+
+def _orders(category: CategorySpec, results: Sequence[RuleResult]) -> list[OrderSpec]:
+    orders = {category.order.id: category.order}
+    for result in results:
+        for order in result.rule.spec.orders:
+            orders.setdefault(order.id, order)
+    return list(orders.values())
+
+
+def _suggestion(
+    order: OrderSpec, results: Sequence[RuleResult], ruleset: RuleSet, ctx: CardContext
+) -> Suggestion:
+    resource = service_request(order, results, ruleset, ctx.patient_id)
+    return Suggestion(
+        label=order.label,
+        uuid=ctx.id_factory(),
+        isRecommended=True if order.recommended else None,
+        actions=[Action(type="create", description=order.label, resource=resource)],
+    )
+
+
+def _withdraw(draft: Record, ctx: CardContext) -> Suggestion:
+    label = f"Remove the drafted order: {draft.display}"[:120]
+    return Suggestion(
+        label=label,
+        uuid=ctx.id_factory(),
+        actions=[Action(type="delete", description=label, resourceId=draft.ref())],
+    )
+
+
+def service_request(
+    order: OrderSpec, results: Sequence[RuleResult], ruleset: RuleSet, patient_id: str
+) -> dict[str, Any]:
+    """A draft FHIR R4 ServiceRequest, validated with fhir.resources R4B before it leaves the service."""
+    systems = ruleset.terminology.systems
+    reasons = list(
+        dict.fromkeys(
+            r.ref() for res in results for r in res.evidence if r.resource_type == "Condition" and r.id
+        )
+    )[:10]
+    data: dict[str, Any] = {
+        "resourceType": "ServiceRequest",
+        "status": "draft",
+        "intent": "order",
+        "priority": order.priority,
+        "code": {
+            "coding": [
+                {
+                    "system": systems[c.system].uri if c.system in systems else c.system,
+                    "code": c.code,
+                    "display": c.display,
+                }
+                for c in order.codes
+            ],
+            "text": order.label,
+        },
+        "subject": {"reference": f"Patient/{patient_id}"},
+    }
+    if reasons:
+        data["reasonReference"] = [{"reference": ref} for ref in reasons]
+    if order.note:
+        data["note"] = [{"text": order.note}]
+    return ServiceRequest.model_validate(data).model_dump(mode="json", exclude_none=True)

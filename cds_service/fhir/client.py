@@ -1,0 +1,207 @@
+"""The one FHIR client: reads and paged searches over a shared ``httpx.AsyncClient``.
+
+- Responses are streamed and cut off past ``max_response_bytes`` (a hostile or broken server cannot
+  exhaust memory); the caller bounds the total time with ``asyncio.timeout``.
+- ``link[next]`` is followed up to ``max_pages``, never twice to the same URL, and only on the origin of
+  the FHIR base URL: the bearer token is never sent anywhere else.
+- Every failure becomes a ``FhirError`` (see ``fhir.errors``); HAPI (400 on unknown search parameters)
+  and lenient servers (200 plus an OperationOutcome entry) are both handled.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urljoin, urlsplit
+
+import httpx
+import orjson
+
+from cds_service.fhir.errors import (
+    FhirError,
+    FhirInvalidResponse,
+    FhirTimeout,
+    FhirTransportError,
+    error_for_status,
+)
+
+logger = logging.getLogger(__name__)
+
+FHIR_JSON = "application/fhir+json"
+
+
+@dataclass
+class SearchResult:
+    """Resources from all pages, plus what the server said in OperationOutcome entries."""
+
+    resources: list[dict[str, Any]] = field(default_factory=list)
+    outcomes: list[dict[str, Any]] = field(default_factory=list)
+    pages: int = 0
+
+
+@dataclass(frozen=True)
+class FhirLimits:
+    max_response_bytes: int = 25_000_000
+    max_pages: int = 20
+    max_resources: int = 50_000
+    page_size: int = 500
+
+
+class FhirClient:
+    """Stateless apart from the shared connection pool; the token is passed per call, never stored."""
+
+    def __init__(self, http: httpx.AsyncClient, limits: FhirLimits | None = None) -> None:
+        self.http = http
+        self.limits = limits or FhirLimits()
+
+    async def get(self, url: str, token: str | None) -> dict[str, Any]:
+        """GET one FHIR JSON resource (absolute URL)."""
+        headers = {"Accept": FHIR_JSON}
+        if token:
+            headers["Authorization"] = f"Bearer {token}"
+        try:
+            async with self.http.stream("GET", url, headers=headers) as response:
+                body = await self._read_capped(response)
+                if response.status_code >= 400:
+                    raise error_for_status(response.status_code, _diagnostics(body))
+        except httpx.TimeoutException as exc:
+            raise FhirTimeout(f"FHIR server timed out ({type(exc).__name__})") from exc
+        except httpx.TransportError as exc:
+            raise FhirTransportError(f"FHIR server unreachable ({type(exc).__name__})") from exc
+        except httpx.InvalidURL as exc:
+            raise FhirTransportError("invalid FHIR URL") from exc
+        return _parse_resource(body)
+
+    async def read(self, base: str, relative: str, token: str | None) -> dict[str, Any]:
+        """``Type/id`` relative to the FHIR base."""
+        return await self.get(join(base, relative), token)
+
+    async def search(
+        self,
+        base: str,
+        relative: str | None,
+        token: str | None,
+        first_page: Mapping[str, Any] | None = None,
+    ) -> SearchResult:
+        """A search (``Type?params``) or the rest of a Bundle the EHR started, following ``next`` links."""
+        result = SearchResult()
+        seen: set[str] = set()
+        page: Mapping[str, Any]
+        if first_page is not None:
+            page = first_page
+        else:
+            assert relative is not None
+            url = join(base, self._with_count(relative))
+            seen.add(url)
+            page = await self.get(url, token)
+        while True:
+            if page.get("resourceType") != "Bundle":
+                raise FhirInvalidResponse(f"expected a Bundle, got {str(page.get('resourceType'))[:40]!r}")
+            result.pages += 1
+            _collect(page, result)
+            if len(result.resources) > self.limits.max_resources:
+                raise FhirInvalidResponse(f"more than {self.limits.max_resources} resources")
+            next_url = _next_link(page)
+            if next_url is None:
+                return result
+            next_url = urljoin(base.rstrip("/") + "/", next_url)
+            if not same_origin(base, next_url):
+                raise FhirInvalidResponse("next link leaves the FHIR server; not followed")
+            if next_url in seen:
+                raise FhirInvalidResponse("paging loop: a next link repeats")
+            if result.pages >= self.limits.max_pages:
+                raise FhirInvalidResponse(f"more than {self.limits.max_pages} pages")
+            seen.add(next_url)
+            page = await self.get(next_url, token)
+
+    def _with_count(self, relative: str) -> str:
+        if "?" in relative and "_count=" not in relative:
+            return f"{relative}&_count={self.limits.page_size}"
+        return relative
+
+    async def _read_capped(self, response: httpx.Response) -> bytes:
+        limit = self.limits.max_response_bytes
+        declared = response.headers.get("content-length")
+        if declared and declared.isdigit() and int(declared) > limit:
+            raise FhirInvalidResponse(f"response larger than {limit} bytes")
+        chunks: list[bytes] = []
+        size = 0
+        async for chunk in response.aiter_bytes():
+            size += len(chunk)
+            if size > limit:
+                raise FhirInvalidResponse(f"response larger than {limit} bytes")
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+
+def join(base: str, relative: str) -> str:
+    return f"{base.rstrip('/')}/{relative.lstrip('/')}"
+
+
+def same_origin(base: str, url: str) -> bool:
+    a, b = urlsplit(base), urlsplit(url)
+    return (a.scheme, a.netloc) == (b.scheme, b.netloc)
+
+
+def _parse_resource(body: bytes) -> dict[str, Any]:
+    try:
+        data = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise FhirInvalidResponse("FHIR server sent malformed JSON") from exc
+    if not isinstance(data, dict) or not isinstance(data.get("resourceType"), str):
+        raise FhirInvalidResponse("FHIR server sent JSON that is not a FHIR resource")
+    return data
+
+
+def _diagnostics(body: bytes) -> str | None:
+    """The server's OperationOutcome text (bounded), if the error body is one."""
+    try:
+        data = orjson.loads(body[:200_000])
+    except orjson.JSONDecodeError:
+        return None
+    return outcome_text(data) if isinstance(data, dict) else None
+
+
+def outcome_text(resource: Mapping[str, Any]) -> str | None:
+    if resource.get("resourceType") != "OperationOutcome":
+        return None
+    texts = []
+    for issue in resource.get("issue") or []:
+        if isinstance(issue, Mapping):
+            text = issue.get("diagnostics") or (issue.get("details") or {}).get("text") or issue.get("code")
+            if text:
+                texts.append(str(text)[:300])
+    return "; ".join(texts) or None
+
+
+def outcome_is_error(resource: Mapping[str, Any]) -> bool:
+    return any(
+        isinstance(i, Mapping) and i.get("severity") in ("error", "fatal")
+        for i in resource.get("issue") or []
+    )
+
+
+def _collect(page: Mapping[str, Any], result: SearchResult) -> None:
+    for entry in page.get("entry") or []:
+        if not isinstance(entry, Mapping):
+            continue
+        resource = entry.get("resource")
+        if not isinstance(resource, dict):
+            continue
+        mode = (entry.get("search") or {}).get("mode") if isinstance(entry.get("search"), Mapping) else None
+        if resource.get("resourceType") == "OperationOutcome" and mode in (None, "outcome"):
+            result.outcomes.append(resource)
+        else:
+            result.resources.append(resource)
+
+
+def _next_link(page: Mapping[str, Any]) -> str | None:
+    for link in page.get("link") or []:
+        if isinstance(link, Mapping) and link.get("relation") == "next" and isinstance(link.get("url"), str):
+            return str(link["url"])
+    return None
+
+
+__all__ = ["FhirClient", "FhirError", "FhirLimits", "SearchResult", "outcome_is_error", "outcome_text"]

@@ -1,0 +1,128 @@
+"""The application factory: ``create_app(settings)``; ``uvicorn --factory cds_service.main:create_app``.
+
+Rules are loaded and validated here, before the server accepts anything: an invalid rule file stops the
+service with one clear message. Long-lived clients are opened and closed in the lifespan.
+"""
+
+from __future__ import annotations
+
+import gc
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import httpx
+from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
+
+from cds_service import __version__
+from cds_service.api import discovery, errors, hooks, openapi_docs, rules
+from cds_service.api.deps import AppState
+from cds_service.cards import IdFactory, new_id
+from cds_service.config import AuthMode, Settings
+from cds_service.fhir.client import FhirClient, FhirLimits
+from cds_service.logs import quiet_http_clients
+from cds_service.orchestrate import Clock, Orchestrator, utc_now
+from cds_service.registry import load_ruleset
+from cds_service.security import ClientAuthenticator, MemoryReplayCache, load_trusted_clients
+
+logger = logging.getLogger(__name__)
+
+DESCRIPTION = """
+CDS Hooks 2.0.1 service for **hip flexion weakness** and its red flags.
+
+- EHRs call `POST /cds-services/{id}` (see `GET /cds-services`).
+- Clinical safety reviewers read every rule and value set under **Rules** (`GET /rules`, `GET /rules/{id}`).
+"""
+
+
+def create_app(
+    settings: Settings | None = None,
+    *,
+    clock: Clock = utc_now,
+    id_factory: IdFactory = new_id,
+    transport: httpx.AsyncBaseTransport | None = None,
+) -> FastAPI:
+    """Build the app. ``transport`` replaces the network for tests (respx also works without it)."""
+    settings = settings or Settings()
+    quiet_http_clients()
+    ruleset = load_ruleset(settings.rules_dir, settings.extra_valuesets_dir)
+    clients = load_trusted_clients(settings.trusted_clients_file) if settings.trusted_clients_file else []
+    if settings.auth is AuthMode.off:
+        logger.warning(
+            "CDS_AUTH=off: EHR calls are NOT authenticated. Never run this way with real patients."
+        )
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        timeout = httpx.Timeout(
+            settings.fhir_time_budget_seconds, connect=settings.fhir_connect_timeout_seconds
+        )
+        async with httpx.AsyncClient(
+            timeout=timeout,
+            transport=transport,
+            follow_redirects=False,
+            limits=httpx.Limits(max_connections=100, max_keepalive_connections=20),
+        ) as http:
+            fhir = FhirClient(
+                http,
+                FhirLimits(
+                    max_response_bytes=settings.fhir_max_response_bytes,
+                    max_pages=settings.fhir_max_pages,
+                    max_resources=settings.fhir_max_resources_per_key,
+                    page_size=settings.fhir_page_size,
+                ),
+            )
+            authenticator = None
+            if settings.auth is AuthMode.required:
+                authenticator = ClientAuthenticator(
+                    clients,
+                    http,
+                    MemoryReplayCache(),
+                    leeway_seconds=settings.jwt_leeway_seconds,
+                    max_lifetime_seconds=settings.jwt_max_lifetime_seconds,
+                    jwks_cache_seconds=settings.jwks_cache_seconds,
+                    jwks_timeout_seconds=settings.jwks_timeout_seconds,
+                )
+            orchestrator = Orchestrator(settings, ruleset, fhir, clock=clock, id_factory=id_factory)
+            app.state.cds = AppState(settings, ruleset, orchestrator, authenticator, http)
+            _settle_memory()
+            logger.info(
+                "ready: %d services, %d rules (rules version %s)",
+                len(ruleset.services.services),
+                len(ruleset.rules),
+                ruleset.version,
+            )
+            yield
+
+    app = FastAPI(
+        title="Hip weakness CDS service",
+        version=__version__,
+        description=DESCRIPTION,
+        lifespan=lifespan,
+        openapi_tags=[
+            {"name": "CDS Hooks", "description": "The CDS Hooks 2.0.1 endpoints EHRs call."},
+            {"name": "Rules", "description": "Every rule and value set, for clinical safety review."},
+        ],
+    )
+    app.add_middleware(
+        CORSMiddleware,
+        allow_origins=settings.cors_origins,
+        allow_methods=["GET", "POST", "OPTIONS"],
+        allow_headers=["Authorization", "Content-Type"],
+        max_age=600,
+    )
+    errors.install(app)
+    for router in (discovery.router, hooks.router, rules.router):
+        app.include_router(router)
+    openapi_docs.install(app)
+    return app
+
+
+def _settle_memory() -> None:
+    """Move start-up objects out of the cyclic GC's way: full collections over ~50k framework objects
+    otherwise add 35-45 ms pauses once request bodies pass ~50 KB (docs/performance.md)."""
+    from cds_service.cards import service_request  # noqa: F401  warm the fhir.resources model import
+
+    gc.collect()
+    gc.freeze()

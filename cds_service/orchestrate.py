@@ -1,0 +1,227 @@
+"""One hook call, end to end: service -> envelope and context -> prefetch -> engine -> cards -> audit.
+
+Routes call ``Orchestrator.call`` and hold no logic of their own. Errors are domain exceptions mapped to
+HTTP in ``api.errors``. One structured log line per call (service, hookInstance, prefetch keys supplied /
+fetched / failed, card count, duration) and never a token, name, identifier or patient id.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+from pydantic import BaseModel, ValidationError
+
+from cds_service.cards import CardContext, IdFactory, build_cards, new_id
+from cds_service.config import Environment, Settings
+from cds_service.engine.dates import utc_today
+from cds_service.engine.evaluate import DataNote, Evaluation
+from cds_service.engine.model import ServiceSpec
+from cds_service.fhir.client import FhirClient
+from cds_service.prefetch import Resolved, fhir_access, resolve
+from cds_service.registry import RuleSet
+from cds_service.schemas import (
+    CdsResponse,
+    HookRequest,
+    OrderSelectContext,
+    OrderSignContext,
+    PatientViewContext,
+)
+
+logger = logging.getLogger(__name__)
+
+CONTEXT_MODELS: dict[str, type[PatientViewContext]] = {
+    "patient-view": PatientViewContext,
+    "order-select": OrderSelectContext,
+    "order-sign": OrderSignContext,
+}
+Clock = Callable[[], datetime]
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+class HookMismatch(ValueError):
+    """The request's ``hook`` is not the hook this service answers."""
+
+
+class InvalidContext(ValueError):
+    """Required hook context is missing or malformed; ``errors`` are pydantic errors under ``context``."""
+
+    def __init__(self, error: ValidationError) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
+@dataclass(frozen=True)
+class Caller:
+    """Who called: the verified CDS client (None when authentication is off)."""
+
+    iss: str | None = None
+    tenant: str | None = None
+    fhir_servers: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class HookOutcome:
+    service: ServiceSpec
+    request: HookRequest
+    context: PatientViewContext
+    response: CdsResponse
+    evaluation: Evaluation
+    prefetch: Resolved
+    started: datetime
+    duration_ms: float
+    caller: Caller
+
+
+class AuditSink(Protocol):
+    """Receives every answered hook call; must return immediately (writes happen off the request path)."""
+
+    def submit(self, outcome: HookOutcome) -> None: ...
+
+
+class NullAudit:
+    def submit(self, outcome: HookOutcome) -> None:
+        return None
+
+
+class Orchestrator:
+    """Holds the long-lived collaborators (rule set, FHIR client, clock); no per-request state."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        ruleset: RuleSet,
+        fhir: FhirClient,
+        *,
+        clock: Clock = utc_now,
+        id_factory: IdFactory = new_id,
+        audit: AuditSink | None = None,
+    ) -> None:
+        self.settings = settings
+        self.ruleset = ruleset
+        self.fhir = fhir
+        self.clock = clock
+        self.id_factory = id_factory
+        self.audit: AuditSink = audit or NullAudit()
+        self._slots = asyncio.Semaphore(settings.max_concurrent_hook_calls)
+
+    async def call(
+        self,
+        service_id: str,
+        body: Mapping[str, Any],
+        caller: Caller,
+        base_url: str,
+        *,
+        record: bool = True,
+    ) -> HookOutcome:
+        """Answer one hook call. Raises domain errors (unknown service, bad envelope, 412)."""
+        service = self.ruleset.service(service_id)
+        request = HookRequest.model_validate(body)
+        if request.hook != service.hook:
+            raise HookMismatch(
+                f"service {service.id!r} answers hook {service.hook!r}, not {request.hook[:64]!r}"
+            )
+        context = parse_context(service.hook, request.context)
+        async with self._slots:
+            started, t0 = self.clock(), time.perf_counter()
+            outcome: HookOutcome | None = None
+            try:
+                access = fhir_access(
+                    request,
+                    allow_without_token=self.settings.fhir_without_token_allowed,
+                    production=self.settings.env is Environment.production,
+                    allowed_servers=caller.fhir_servers,
+                )
+                resolved = await resolve(
+                    service, request, self.fhir, access, self.settings.fhir_time_budget_seconds
+                )
+                evaluation = self._evaluate(service, context, resolved, started)
+                notes = [
+                    DataNote(f"Prefetch {key!r} could not be obtained: {problem}", key, True)
+                    for key, problem in resolved.failed().items()
+                ]
+                cards = build_cards(
+                    evaluation,
+                    self.ruleset,
+                    CardContext(context.patientId, base_url, notes, self.id_factory),
+                )
+                outcome = HookOutcome(
+                    service,
+                    request,
+                    context,
+                    CdsResponse(cards=cards),
+                    evaluation,
+                    resolved,
+                    started,
+                    (time.perf_counter() - t0) * 1000,
+                    caller,
+                )
+                return outcome
+            finally:
+                _log_call(service, request, outcome, (time.perf_counter() - t0) * 1000)
+                if outcome is not None and record:
+                    self.audit.submit(outcome)
+
+    def _evaluate(
+        self, service: ServiceSpec, context: PatientViewContext, resolved: Resolved, now: datetime
+    ) -> Evaluation:
+        resources = resolved.resources
+        selections: frozenset[str] | None = None
+        if isinstance(context, OrderSignContext):
+            resources = [*resources, *_draft_resources(context.draftOrders)]
+        if isinstance(context, OrderSelectContext):
+            selections = frozenset(context.selections)
+        return self.ruleset.evaluate(service, resources, context.patientId, utc_today(now), selections)
+
+
+def parse_context(hook: str, context: Mapping[str, Any]) -> PatientViewContext:
+    model = CONTEXT_MODELS[hook]
+    try:
+        return model.model_validate(context)
+    except ValidationError as exc:
+        raise InvalidContext(exc) from exc
+
+
+def _draft_resources(bundle: Mapping[str, Any]) -> list[dict[str, Any]]:
+    out = []
+    for entry in bundle.get("entry") or []:
+        resource = entry.get("resource") if isinstance(entry, Mapping) else None
+        if isinstance(resource, dict):
+            out.append(resource)
+    return out
+
+
+def _log_call(service: ServiceSpec, request: HookRequest, outcome: HookOutcome | None, ms: float) -> None:
+    if outcome is None:
+        logger.info(
+            "hook call service=%s hookInstance=%s result=error duration_ms=%.1f",
+            service.id,
+            request.hookInstance,
+            ms,
+        )
+        return
+    p = outcome.prefetch
+    logger.info(
+        "hook call service=%s hookInstance=%s supplied=%s fetched=%s null=%s failed=%s cards=%d "
+        "indicators=%s duration_ms=%.1f",
+        service.id,
+        request.hookInstance,
+        ",".join(p.with_status("supplied")) or "-",
+        ",".join(p.with_status("fetched")) or "-",
+        ",".join(p.with_status("null")) or "-",
+        ",".join(p.with_status("failed")) or "-",
+        len(outcome.response.cards),
+        ",".join(c.indicator.value for c in outcome.response.cards) or "-",
+        ms,
+    )
+
+
+__all__ = ["BaseModel", "Caller", "HookMismatch", "HookOutcome", "InvalidContext", "Orchestrator"]

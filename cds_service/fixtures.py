@@ -131,12 +131,13 @@ def build_resource(spec: Mapping[str, Any], patient_id: str, rid: str, today: da
         res["subject"] = subject
         if spec.get("authoredOn"):
             res["authoredOn"] = _when(spec["authoredOn"], today)
-        if spec.get("effective"):
+        if spec.get("effectiveEnd"):
+            period = {"start": _when(spec.get("effective"), today), "end": _when(spec["effectiveEnd"], today)}
+            res["effectivePeriod"] = {k: v for k, v in period.items() if v}
+        elif spec.get("effective"):
             res["effectiveDateTime"] = _when(spec["effective"], today)
         if spec.get("validityEnd"):
             res["dispenseRequest"] = {"validityPeriod": {"end": _when(spec["validityEnd"], today)}}
-        if spec.get("effectiveEnd"):
-            res["effectivePeriod"] = {"end": _when(spec["effectiveEnd"], today)}
     elif rtype == "ServiceRequest":
         res["status"] = spec.get("status", "draft")
         res["intent"] = spec.get("intent", "order")

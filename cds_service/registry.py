@@ -112,11 +112,21 @@ def load_ruleset(rules_dir: Path, extra_valuesets_dir: Path | None = None) -> Ru
     rules_dir = Path(rules_dir)
     digest = hashlib.sha256()
     systems_file = _load(rules_dir / "code-systems.yaml", CodeSystemsFile, digest)
+    site_files = [
+        (path, _load(path, ExtraCodesFile, digest))
+        for path in (sorted(Path(extra_valuesets_dir).glob("*.yaml")) if extra_valuesets_dir else [])
+    ]
+    specs = dict(systems_file.systems)
+    for path, site in site_files:
+        for key, declared in site.systems.items():
+            if key in specs and specs[key] != declared:
+                raise RuleFileError(f"{path}: code system {key!r} is already declared differently")
+            specs[key] = declared
     systems = {
         key: CodeSystem(
             key, s.uri, s.label, tuple(s.aliases), tuple(s.uri_prefixes), s.prefix_matching, s.normalise
         )
-        for key, s in systems_file.systems.items()
+        for key, s in specs.items()
     }
 
     valueset_files: dict[str, ValueSetFile] = {}
@@ -128,15 +138,11 @@ def load_ruleset(rules_dir: Path, extra_valuesets_dir: Path | None = None) -> Ru
         valueset_files[vs.id] = vs
         sources[vs.id] = path
     extra: dict[str, list[CodeEntry]] = {}
-    if extra_valuesets_dir is not None:
-        for path in sorted(Path(extra_valuesets_dir).glob("*.yaml")):
-            add = _load(path, ExtraCodesFile, digest)
-            if add.extends not in valueset_files:
-                raise RuleFileError(f"{path}: extends unknown value set {add.extends!r}")
-            extra.setdefault(add.extends, []).extend(add.codes)
-            logger.info(
-                "site codes: %d added to value set %s from %s", len(add.codes), add.extends, path.name
-            )
+    for path, site in site_files:
+        if site.extends not in valueset_files:
+            raise RuleFileError(f"{path}: extends unknown value set {site.extends!r}")
+        extra.setdefault(site.extends, []).extend(site.codes)
+        logger.info("site codes: %d added to value set %s from %s", len(site.codes), site.extends, path.name)
 
     quantities = _load(rules_dir / "quantities.yaml", QuantitiesFile, digest)
     kinds = {

@@ -15,6 +15,7 @@ Fail-safe choices, all from the knowledge base:
 from __future__ import annotations
 
 import operator
+import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import date
@@ -112,6 +113,17 @@ class FindingParams(WindowParams):
     bilateral: bool = Field(
         False, description="Findings on both sides are required (left and right, or bilateral)."
     )
+    text_matches: list[str] | None = Field(
+        None,
+        description="Regular expressions one of which the finding's free text (code.text, notes) must contain, "
+        "not negated. For escalation only (knowledge §5.4 M-STR-3 'grade III' in text); never for red flags.",
+    )
+
+    @model_validator(mode="after")
+    def _patterns_compile(self) -> FindingParams:
+        for pattern in self.text_matches or []:
+            re.compile(pattern)
+        return self
 
 
 class CodedValueParams(WindowParams):
@@ -162,7 +174,7 @@ def effective_date(record: Record, today: date) -> FhirDate | None:
     if record.date is not None:
         return record.date
     if record.resource_type == "Condition" and record.status is Status.current:
-        return FhirDate(today, today, "date unknown")
+        return FhirDate(date.min, today, "date unknown")  # current, at an unknown time: fail-safe both ways
     return None
 
 
@@ -189,6 +201,18 @@ def in_window(record: Record, p: WindowParams, ctx: Context) -> bool | None:
                 ok &= (when.start - onset.end).days <= rel.to_days
             checks.append(ok)
     return all(checks) if p.combine == "all" else any(checks)
+
+
+_NEGATION = re.compile(r"\b(no|not|without|rule[ds]? out|r/o|negative for|denies|excluded)\b[^.;|]*$", re.I)
+
+
+def mentions(text: str, patterns: Sequence[str]) -> bool:
+    """True when one pattern occurs in ``text`` without a negation earlier in the same clause."""
+    for pattern in patterns:
+        for match in re.finditer(pattern, text, re.IGNORECASE):
+            if not _NEGATION.search(text[max(0, match.start() - 40) : match.start()]):
+                return True
+    return False
 
 
 def _status_ok(record: Record, mode: str) -> bool:
@@ -231,6 +255,8 @@ def finding(ctx: Context, p: FindingParams) -> FactValue:
             continue
         if p.not_severity is not None and p.not_severity in r.severity:
             continue
+        if p.text_matches is not None and not mentions(r.free_text, p.text_matches):
+            continue
         inside = in_window(r, p, ctx)
         if not inside and p.or_recorded and r.recorded is not None:
             inside = in_window(replace(r, date=r.recorded), p, ctx)
@@ -266,15 +292,16 @@ def coded_value(ctx: Context, p: CodedValueParams) -> FactValue:
 
 
 def _numbers(ctx: Context, p: WindowParams) -> tuple[list[Record], list[tuple[Record, float | None]]]:
+    """Numeric observations in the value set: (dated and inside the window, undated). A record without a
+    date is never "dated", whatever the window: ordering and windows need a date."""
     dated: list[Record] = []
     undated: list[tuple[Record, float | None]] = []
     for r in ctx.with_valuesets(p.valuesets):
         if r.resource_type != "Observation" or r.status is not Status.current or r.number is None:
             continue
-        inside = in_window(r, p, ctx)
-        if inside is None:
+        if r.date is None:
             undated.append((r, r.number))
-        elif inside:
+        elif in_window(r, p, ctx):
             dated.append(r)
     return dated, undated
 
@@ -351,6 +378,9 @@ def score_decline(ctx: Context, p: ScoreParams) -> FactValue:
 def quantity(ctx: Context, p: QuantityParams) -> FactValue:
     """The max, min or latest value (canonical unit) of an Observation in the window."""
     dated, undated = _numbers(ctx, p)
+    if not p.windowed and p.aggregate != "latest":
+        dated = dated + [r for r, _ in undated]  # no time condition: an undated value counts too
+        undated = []
     if not dated:
         return FactValue(None, (), tuple(undated))
     if p.aggregate == "latest":

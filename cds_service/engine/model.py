@@ -29,6 +29,22 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+# -- code systems, quantities, status ----------------------------------------------------------------
+
+
+class CodeSystemSpec(Strict):
+    uri: str
+    label: str = Field(description="Short name shown on cards (e.g. SNOMED CT).")
+    aliases: list[str] = Field(default_factory=list)
+    uri_prefixes: list[str] = Field(default_factory=list)
+    prefix_matching: bool = False
+    normalise: Literal["strip", "icd"] = "strip"
+
+
+class CodeSystemsFile(Strict):
+    systems: dict[Identifier, CodeSystemSpec]
+
+
 # -- value sets -------------------------------------------------------------------------------------
 
 
@@ -54,27 +70,13 @@ class ValueSetFile(Strict):
 
 
 class ExtraCodesFile(Strict):
-    """A site's additions to a shipped value set (``CDS_EXTRA_VALUESETS_DIR``)."""
+    """A site's additions to a shipped value set (``CDS_EXTRA_VALUESETS_DIR``), with any local code
+    systems it needs (e.g. flowsheet rows), so no shipped file is edited."""
 
     extends: Identifier
     note: str = ""
+    systems: dict[Identifier, CodeSystemSpec] = Field(default_factory=dict)
     codes: list[CodeEntry] = Field(min_length=1)
-
-
-# -- code systems, quantities, status ----------------------------------------------------------------
-
-
-class CodeSystemSpec(Strict):
-    uri: str
-    label: str = Field(description="Short name shown on cards (e.g. SNOMED CT).")
-    aliases: list[str] = Field(default_factory=list)
-    uri_prefixes: list[str] = Field(default_factory=list)
-    prefix_matching: bool = False
-    normalise: Literal["strip", "icd"] = "strip"
-
-
-class CodeSystemsFile(Strict):
-    systems: dict[Identifier, CodeSystemSpec]
 
 
 class UnitSpec(Strict):

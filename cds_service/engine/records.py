@@ -73,6 +73,9 @@ class Record:
     value_codes: frozenset[str] = frozenset()  # value sets of a valueCodeableConcept
     end: FhirDate | None = None  # medication end of validity / effective end
     recorded: FhirDate | None = None  # Condition.recordedDate (also when the onset is the date used)
+    free_text: str = (
+        ""  # Condition.code.text and notes: read only by rules that escalate (never by red flags)
+    )
     status_note: str | None = None
 
     def ref(self) -> str:
@@ -127,7 +130,7 @@ class Normaliser:
         self, resources: Iterable[Mapping[str, Any]], patient_id: str | None, today: date
     ) -> Normalised:
         out = Normalised()
-        all_resources = [r for r in resources if isinstance(r, Mapping)]
+        all_resources = [r for r in resources if isinstance(r, dict)]
         medications = {
             str(r.get("id")): r
             for r in all_resources
@@ -138,39 +141,47 @@ class Normaliser:
             if rtype == "Patient":
                 if patient_id is None or resource.get("id") in (None, patient_id):
                     out.birth_date = _birth_date(resource) or out.birth_date
-                continue
-            if rtype not in SUPPORTED_TYPES:
-                continue
-            if patient_id is not None and _about_other_patient(resource, patient_id):
-                out.other_patient += 1
-                continue
-            self._one(resource, str(rtype), medications, today, out)
+            elif rtype in SUPPORTED_TYPES:
+                self._one(resource, str(rtype), medications, patient_id, today, out)
         return out
 
     # -- per resource ------------------------------------------------------------------------------
 
     def _one(
         self,
-        res: Mapping[str, Any],
+        res: dict[str, Any],
         rtype: str,
         medications: Mapping[str, Mapping[str, Any]],
+        patient_id: str | None,
         today: date,
         out: Normalised,
     ) -> None:
+        """The hot loop: match the code first (most resources are irrelevant vitals and stop there)."""
         rid = res.get("id") if isinstance(res.get("id"), str) else None
-        concept = self._concept(res, rtype, medications)
-        if isinstance(concept, Unreadable):
-            if concept.code_unknown or concept.valuesets:
-                out.unreadable.append(_with_id(concept, rtype, rid))
+        concept, codings = self._concept(res, rtype, medications)
+        if concept is None:
+            out.unreadable.append(
+                Unreadable(rtype, rid, "medicationReference could not be resolved", code_unknown=True)
+            )
             return
-        valuesets, laterality, code, display = concept
+        valuesets, laterality, code = self.terminology.match_codings(codings)
         if not valuesets:
+            if not any(isinstance(c, dict) and c.get("system") and c.get("code") for c in codings):
+                out.unreadable.append(
+                    Unreadable(
+                        rtype,
+                        rid,
+                        "code has no coding with a system and code",
+                        display=_display(concept, codings),
+                        code_unknown=True,
+                    )
+                )
             return  # not something any rule reads
-        try:
-            status, note = self._status(res, rtype, today)
-        except ValueError as exc:
-            out.unreadable.append(Unreadable(rtype, rid, str(exc), valuesets, display))
+        if patient_id is not None and _about_other_patient(res, patient_id):
+            out.other_patient += 1
             return
+        display = _display(concept, codings)
+        status, note = self._status(res, rtype, today)
         if status is Status.excluded:
             return
         problems: list[str] = []
@@ -178,66 +189,63 @@ class Normaliser:
         if when is not None and when.days_before(today) < -1:
             problems.append(f"date {when.text} is in the future; treated as undated")
             when, source = None, "none"
-        laterality = self._laterality(res) or laterality
-        record = Record(
-            resource_type=rtype,
-            id=rid,
-            valuesets=valuesets,
-            code=code,
-            display=display,
-            status=status,
-            date=when,
-            date_source=source,
-            laterality=laterality,
-            status_note=note,
-        )
+        fields: dict[str, Any] = {}
         if rtype == "Condition":
-            record = _replace(record, recorded=_optional_date(res.get("recordedDate")))
+            fields["recorded"] = _optional_date(res.get("recordedDate"))
+            fields["free_text"] = _free_text(res)
             severity = res.get("severity")
-            if isinstance(severity, Mapping):
-                sev, _, _ = self.terminology.match_codings(_codings(severity))
-                record = _replace(record, severity=sev)
+            if isinstance(severity, dict):
+                fields["severity"] = self.terminology.match_codings(_codings(severity))[0]
+        elif rtype == "Observation":
+            value = self._observation_value(res, valuesets, problems)
+            if value is None:
+                fields = {}
+            else:
+                fields.update(value)
         elif rtype.startswith("Medication"):
-            record = _replace(record, end=self._medication_end(res, problems))
-        final = self._observation_value(res, record, problems) if rtype == "Observation" else record
+            fields["end"] = self._medication_end(res, problems)
         for problem in problems:
             out.unreadable.append(Unreadable(rtype, rid, problem, valuesets, display))
-        if final is not None:
-            out.records.append(final)
+        if rtype == "Observation" and value is None:
+            return
+        out.records.append(
+            Record(
+                resource_type=rtype,
+                id=rid,
+                valuesets=valuesets,
+                code=code,
+                display=display,
+                status=status,
+                date=when,
+                date_source=source,
+                laterality=self._laterality(res) or laterality,
+                status_note=note,
+                **fields,
+            )
+        )
 
     def _concept(
-        self, res: Mapping[str, Any], rtype: str, medications: Mapping[str, Mapping[str, Any]]
-    ) -> tuple[frozenset[str], str | None, tuple[str, str] | None, str] | Unreadable:
-        if rtype.startswith("Medication"):
-            concept = res.get("medicationCodeableConcept")
-            ref = res.get("medicationReference")
-            if concept is None and isinstance(ref, Mapping):
-                medication = _resolve_medication(res, ref, medications)
-                if medication is None:
-                    return Unreadable(
-                        rtype, None, "medicationReference could not be resolved", code_unknown=True
-                    )
-                concept = medication.get("code")
-                extra = [
-                    i.get("itemCodeableConcept")
-                    for i in _list(medication.get("ingredient"))
-                    if isinstance(i, Mapping)
-                ]
-                codings = [*_codings(concept), *(c for e in extra for c in _codings(e))]
-                return self._codings_concept(codings, concept, rtype)
-            return self._codings_concept(_codings(concept), concept, rtype)
-        return self._codings_concept(_codings(res.get("code")), res.get("code"), rtype)
-
-    def _codings_concept(
-        self, codings: list[Any], concept: object, rtype: str
-    ) -> tuple[frozenset[str], str | None, tuple[str, str] | None, str] | Unreadable:
-        display = _display(concept, codings)
-        if not any(isinstance(c, Mapping) and c.get("system") and c.get("code") for c in codings):
-            return Unreadable(
-                rtype, None, "code has no coding with a system and code", display=display, code_unknown=True
-            )
-        valuesets, laterality, first = self.terminology.match_codings(codings)
-        return valuesets, laterality, first, display
+        self, res: dict[str, Any], rtype: str, medications: Mapping[str, Mapping[str, Any]]
+    ) -> tuple[object, list[Any]]:
+        """The resource's CodeableConcept and its codings (a medication's through its reference).
+        ``(None, [])`` when a medicationReference cannot be resolved."""
+        if not rtype.startswith("Medication"):
+            concept = res.get("code")
+            return concept, _codings(concept)
+        concept = res.get("medicationCodeableConcept")
+        ref = res.get("medicationReference")
+        if concept is None and isinstance(ref, dict):
+            medication = _resolve_medication(res, ref, medications)
+            if medication is None:
+                return None, []
+            concept = medication.get("code")
+            ingredients = [
+                i.get("itemCodeableConcept")
+                for i in _list(medication.get("ingredient"))
+                if isinstance(i, dict)
+            ]
+            return concept, [*_codings(concept), *(c for i in ingredients for c in _codings(i))]
+        return concept, _codings(concept)
 
     def _status(self, res: Mapping[str, Any], rtype: str, today: date) -> tuple[Status, str | None]:
         policy = self.status
@@ -274,7 +282,7 @@ class Normaliser:
         if rtype == "Condition":
             onset: object = res.get("onsetDateTime")
             period = res.get("onsetPeriod")
-            if onset is None and isinstance(period, Mapping):
+            if onset is None and isinstance(period, dict):
                 onset = period.get("start") or period.get("end")
             if onset is None and isinstance(res.get("onsetAge"), Mapping):
                 age = res["onsetAge"].get("value")
@@ -288,13 +296,13 @@ class Normaliser:
         elif rtype == "Observation":
             eff: object = res.get("effectiveDateTime") or res.get("effectiveInstant")
             period = res.get("effectivePeriod")
-            if eff is None and isinstance(period, Mapping):
+            if eff is None and isinstance(period, dict):
                 eff = period.get("end") or period.get("start")
             candidates = [("effective", eff), ("issued", res.get("issued"))]
         elif rtype == "MedicationStatement":
             eff = res.get("effectiveDateTime")
             period = res.get("effectivePeriod")
-            if eff is None and isinstance(period, Mapping):
+            if eff is None and isinstance(period, dict):
                 eff = period.get("start") or period.get("end")
             candidates = [("effective", eff), ("asserted", res.get("dateAsserted"))]
         else:
@@ -313,68 +321,72 @@ class Normaliser:
         concepts = sites if isinstance(sites, list) else [sites]
         lateral = self.terminology
         for concept in concepts:
-            if isinstance(concept, Mapping):
+            if isinstance(concept, dict):
                 valuesets, side, _ = lateral.match_codings(_codings(concept))
                 if self.laterality_valueset in valuesets and side:
                     return side
         return None
 
     def _observation_value(
-        self, res: Mapping[str, Any], record: Record, problems: list[str]
-    ) -> Record | None:
-        kind = next((self.kinds_by_vs[v] for v in record.valuesets if v in self.kinds_by_vs), None)
+        self, res: dict[str, Any], valuesets: frozenset[str], problems: list[str]
+    ) -> dict[str, Any] | None:
+        """The value fields of an Observation record, or None (with a problem) when it cannot be read."""
+        kind = next((self.kinds_by_vs[v] for v in valuesets if v in self.kinds_by_vs), None)
         if "dataAbsentReason" in res and not _has_value(res):
-            return _replace(record, present=False, value_text="no result (dataAbsentReason)")
+            return {"present": False, "value_text": "no result (dataAbsentReason)"}
         if "valueBoolean" in res:
             value = res["valueBoolean"]
             if not isinstance(value, bool):
                 problems.append("valueBoolean is not a boolean")
                 return None
-            return _replace(record, present=value, value_text=str(value).lower())
+            return {"present": value, "value_text": str(value).lower()}
         if "valueCodeableConcept" in res:
-            concept = res["valueCodeableConcept"]
-            codings = _codings(concept)
-            valuesets, _, first = self.terminology.match_codings(codings)
-            text = first[1] if first else _display(concept, codings)
-            record = _replace(
-                record,
-                value_codes=valuesets,
-                value_text=text,
-                present=self.negative_valueset not in valuesets,
-            )
-            if kind is not None and kind.coded_values:
-                for coding in codings:
-                    if not isinstance(coding, Mapping):
-                        continue
-                    system = self.terminology.system_for(coding.get("system"))
-                    code = coding.get("code")
-                    if system is not None and isinstance(code, str):
-                        number = kind.coded_values.get((system.uri, code.strip()))
-                        if number is not None:
-                            return _replace(record, number=number, value_text=f"{code} ({number:g})")
-                if not valuesets:
-                    problems.append(f"coded value {text!r} is not a recognised {kind.id} value")
-                    return None
-            return record
+            return self._coded_value(res["valueCodeableConcept"], kind, problems)
         if kind is None:
             if "valueString" in res or ("valueInteger" in res and not isinstance(res["valueInteger"], int)):
                 problems.append("value cannot be interpreted as present or absent")
                 return None
-            return record  # coded finding without value: present
+            return {}  # coded finding without value (or with a quantity): present
         number, shown, problem = _read_number(res, kind)
         if problem is not None:
             problems.append(problem)
             return None
-        return _replace(record, number=number, value_text=shown)
+        return {"number": number, "value_text": shown}
+
+    def _coded_value(
+        self, concept: object, kind: QuantityKind | None, problems: list[str]
+    ) -> dict[str, Any] | None:
+        codings = _codings(concept)
+        valuesets, _, first = self.terminology.match_codings(codings)
+        fields: dict[str, Any] = {
+            "value_codes": valuesets,
+            "value_text": first[1] if first else _display(concept, codings),
+            "present": self.negative_valueset not in valuesets,
+        }
+        if kind is None or not kind.coded_values:
+            return fields
+        for coding in codings:
+            if not isinstance(coding, dict):
+                continue
+            system = self.terminology.system_for(coding.get("system"))
+            code = coding.get("code")
+            if system is not None and isinstance(code, str):
+                number = kind.coded_values.get((system.uri, code.strip()))
+                if number is not None:
+                    return fields | {"number": number, "value_text": f"{code} ({number:g})"}
+        if not valuesets:
+            problems.append(f"coded value {fields['value_text']!r} is not a recognised {kind.id} value")
+            return None
+        return fields
 
     def _medication_end(self, res: Mapping[str, Any], problems: list[str]) -> FhirDate | None:
         if res.get("resourceType") == "MedicationRequest":
             dispense = res.get("dispenseRequest")
-            validity = dispense.get("validityPeriod") if isinstance(dispense, Mapping) else None
-            end = validity.get("end") if isinstance(validity, Mapping) else None
+            validity = dispense.get("validityPeriod") if isinstance(dispense, dict) else None
+            end = validity.get("end") if isinstance(validity, dict) else None
         else:
             period = res.get("effectivePeriod")
-            end = period.get("end") if isinstance(period, Mapping) else res.get("effectiveDateTime")
+            end = period.get("end") if isinstance(period, dict) else res.get("effectiveDateTime")
         if end is None:
             return None
         try:
@@ -392,7 +404,7 @@ def _read_number(res: Mapping[str, Any], kind: QuantityKind) -> tuple[float | No
     unit: str | None = None
     if "valueQuantity" in res:
         q = res["valueQuantity"]
-        if not isinstance(q, Mapping):
+        if not isinstance(q, dict):
             return None, None, "valueQuantity is not an object"
         raw = q.get("value")
         system = q.get("system")
@@ -437,27 +449,27 @@ def _has_value(res: Mapping[str, Any]) -> bool:
 
 
 def _codings(concept: object) -> list[Any]:
-    if isinstance(concept, Mapping):
+    if isinstance(concept, dict):
         codings = concept.get("coding")
         return codings if isinstance(codings, list) else []
     return []
 
 
 def _display(concept: object, codings: list[Any]) -> str:
-    if isinstance(concept, Mapping) and isinstance(concept.get("text"), str):
+    if isinstance(concept, dict) and isinstance(concept.get("text"), str):
         return str(concept["text"])[:120]
     for c in codings:
-        if isinstance(c, Mapping) and isinstance(c.get("display"), str):
+        if isinstance(c, dict) and isinstance(c.get("display"), str):
             return str(c["display"])[:120]
     for c in codings:
-        if isinstance(c, Mapping) and isinstance(c.get("code"), str):
+        if isinstance(c, dict) and isinstance(c.get("code"), str):
             return str(c["code"])[:60]
     return "(uncoded)"
 
 
 def _status_code(concept: object) -> str | None:
     for coding in _codings(concept):
-        if isinstance(coding, Mapping) and isinstance(coding.get("code"), str):
+        if isinstance(coding, dict) and isinstance(coding.get("code"), str):
             return str(coding["code"]).strip()
     return None
 
@@ -472,6 +484,13 @@ def _abatement(res: Mapping[str, Any]) -> FhirDate | None:
         return parse_fhir_date(value)
     except DateProblem:
         return None
+
+
+def _free_text(res: dict[str, Any]) -> str:
+    code = res.get("code")
+    parts = [code.get("text")] if isinstance(code, dict) else []
+    parts += [n.get("text") for n in _list(res.get("note")) if isinstance(n, dict)]
+    return " | ".join(p for p in parts if isinstance(p, str))[:2000]
 
 
 def _optional_date(value: object) -> FhirDate | None:
@@ -494,7 +513,7 @@ def _about_other_patient(res: Mapping[str, Any], patient_id: str) -> bool:
     """True only when the resource clearly names another Patient (urn:uuid and contained refs are kept)."""
     for key in ("subject", "patient"):
         ref = res.get(key)
-        if isinstance(ref, Mapping) and isinstance(ref.get("reference"), str):
+        if isinstance(ref, dict) and isinstance(ref.get("reference"), str):
             parts = str(ref["reference"]).split("/_history/")[0].rstrip("/").split("/")
             if len(parts) >= 2 and parts[-2] == "Patient":
                 return parts[-1] != patient_id
@@ -507,7 +526,7 @@ def _resolve_medication(
     target = ref.get("reference")
     if isinstance(target, str) and target.startswith("#"):
         for contained in _list(res.get("contained")):
-            if isinstance(contained, Mapping) and contained.get("id") == target[1:]:
+            if isinstance(contained, dict) and contained.get("id") == target[1:]:
                 return contained
         return None
     if isinstance(target, str) and "Medication/" in target:
@@ -517,13 +536,3 @@ def _resolve_medication(
 
 def _list(value: object) -> list[Any]:
     return value if isinstance(value, list) else []
-
-
-def _with_id(u: Unreadable, rtype: str, rid: str | None) -> Unreadable:
-    return Unreadable(rtype, rid, u.problem, u.valuesets, u.display, u.code_unknown)
-
-
-def _replace(record: Record, **changes: Any) -> Record:
-    from dataclasses import replace
-
-    return replace(record, **changes)

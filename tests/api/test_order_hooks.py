@@ -1,0 +1,90 @@
+"""order-select / order-sign: physiotherapy drafted despite a red flag (critical); lumbar MRI drafted with
+no red flag and no neurological finding (info, imaging guidance); silence otherwise."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+
+from tests.support import bundle_resources, categories, hook_request, vignette_bundle
+
+PHYSIO = {"system": "http://snomed.info/sct", "code": "306170007", "display": "Referral to physiotherapy service"}
+MRI = {"system": "http://loinc.org", "code": "30679-5", "display": "MR Lumbar spine WO contrast"}
+OTHER = {"system": "http://loinc.org", "code": "24762-7", "display": "XR Hip Views"}
+
+
+def draft(rid: str, coding: dict[str, str], patient: str) -> dict[str, Any]:
+    return {"resourceType": "ServiceRequest", "id": rid, "status": "draft", "intent": "order",
+            "code": {"coding": [coding]}, "subject": {"reference": f"Patient/{patient}"}}
+
+
+def order_call(client: TestClient, case: str, hook: str, drafts: list[dict[str, Any]],
+               selections: list[str] | None = None) -> dict[str, Any]:
+    patient = f"hw-{case.lower()}"
+    context: dict[str, Any] = {"draftOrders": {"resourceType": "Bundle", "type": "collection",
+                                               "entry": [{"resource": d} for d in drafts]}}
+    if hook == "order-select":
+        context["selections"] = selections or [f"ServiceRequest/{drafts[0]['id']}"]
+    body = hook_request(bundle_resources(vignette_bundle(case)), patient, hook=hook, extra_context=context)
+    response = client.post(f"/cds-services/hip-weakness-{hook}", json=body)
+    assert response.status_code == 200, response.text
+    data: dict[str, Any] = response.json()
+    return data
+
+
+@pytest.mark.parametrize("hook", ["order-select", "order-sign"])
+def test_physiotherapy_drafted_with_a_red_flag_is_critical(client: TestClient, hook: str) -> None:
+    data = order_call(client, "V01", hook, [draft("pt1", PHYSIO, "hw-v01")])
+    assert categories(data) == ["urgent-referral"]
+    card = data["cards"][0]
+    assert card["indicator"] == "critical"
+    actions = [s["actions"][0] for s in card["suggestions"]]
+    assert {"type": "delete", "resourceId": "ServiceRequest/pt1"}.items() <= next(
+        a for a in actions if a["type"] == "delete").items()
+    assert any(a["type"] == "create" and a["resource"]["priority"] == "stat" for a in actions)
+
+
+def test_order_select_only_looks_at_the_newly_selected_orders(client: TestClient) -> None:
+    drafts = [draft("pt1", PHYSIO, "hw-v01"), draft("xr1", OTHER, "hw-v01")]
+    assert order_call(client, "V01", "order-select", drafts, ["ServiceRequest/xr1"]) == {"cards": []}
+
+
+def test_physiotherapy_without_a_red_flag_is_silent(client: TestClient) -> None:
+    assert order_call(client, "V33", "order-sign", [draft("pt1", PHYSIO, "hw-v33")]) == {"cards": []}
+
+
+@pytest.mark.parametrize("case", ["V33", "V46"])  # hip OA (no neurological finding); no hip weakness at all
+def test_lumbar_mri_without_red_flag_or_neurological_finding_gets_the_imaging_guidance(
+    client: TestClient, case: str
+) -> None:
+    data = order_call(client, case, "order-sign", [draft("mri1", MRI, f"hw-{case.lower()}")])
+    assert categories(data) == ["mri-lumbar-spine"]
+    card = data["cards"][0]
+    assert card["indicator"] == "info"
+    assert "NICE NG59" in card["detail"]
+    assert card["source"]["url"] == "https://www.nice.org.uk/guidance/ng59/chapter/Recommendations"
+
+
+@pytest.mark.parametrize("case", ["V27", "V01"])  # radiculopathy; cauda equina
+def test_lumbar_mri_with_neurological_finding_or_red_flag_is_silent(client: TestClient, case: str) -> None:
+    assert order_call(client, case, "order-sign", [draft("mri1", MRI, f"hw-{case.lower()}")]) == {"cards": []}
+
+
+def test_unrelated_draft_orders_are_silent(client: TestClient) -> None:
+    assert order_call(client, "V01", "order-sign", [draft("xr1", OTHER, "hw-v01")]) == {"cards": []}
+
+
+def test_order_select_without_selections_is_400(client: TestClient) -> None:
+    body = hook_request(bundle_resources(vignette_bundle("V01")), "hw-v01", hook="order-select",
+                        extra_context={"draftOrders": {"resourceType": "Bundle", "type": "collection", "entry": []}})
+    response = client.post("/cds-services/hip-weakness-order-select", json=body)
+    assert response.status_code == 400
+    assert "context.selections" in response.text
+
+
+def test_draft_orders_that_are_not_a_bundle_is_400(client: TestClient) -> None:
+    body = hook_request(bundle_resources(vignette_bundle("V01")), "hw-v01", hook="order-sign",
+                        extra_context={"draftOrders": [{"resourceType": "ServiceRequest"}]})
+    assert client.post("/cds-services/hip-weakness-order-sign", json=body).status_code == 400

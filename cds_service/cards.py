@@ -70,10 +70,10 @@ def build_cards(evaluation: Evaluation, ruleset: RuleSet, ctx: CardContext) -> l
 
 
 def _indicator(category: CategorySpec, results: Sequence[RuleResult]) -> Indicator:
-    explicit = [Indicator(r.rule.spec.indicator) for r in results if r.rule.spec.indicator]
-    if explicit:
-        return max(explicit, key=lambda i: i.rank)
-    return Indicator(category.indicator)
+    """The highest of each rule's indicator (its own, else the category's)."""
+    return max(
+        (Indicator(r.rule.spec.indicator or category.indicator) for r in results), key=lambda i: i.rank
+    )
 
 
 def _card(

@@ -1,0 +1,70 @@
+"""The card builder under worst cases: every rule of a category firing at once still gives a valid card."""
+
+from __future__ import annotations
+
+from datetime import date
+
+import pytest
+from fhir.resources.R4B.servicerequest import ServiceRequest
+
+from cds_service.cards import CardContext, build_cards
+from cds_service.engine.evaluate import Evaluation, RuleResult
+from cds_service.registry import RuleSet
+
+CATEGORIES = [
+    "urgent-referral",
+    "mri-lumbar-spine",
+    "nerve-conduction-study",
+    "hip-imaging",
+    "orthopedic-referral",
+    "physiotherapy",
+]
+
+
+def all_rules_firing(ruleset: RuleSet, category: str, red_flag: bool) -> Evaluation:
+    results = tuple(RuleResult(r, True, True, (), ()) for r in ruleset.rules if category in r.spec.recommends)
+    return Evaluation(date(2026, 1, 15), True, None, red_flag, results, {category: results}, (), (), ())
+
+
+@pytest.mark.parametrize("category", CATEGORIES)
+@pytest.mark.parametrize("red_flag", [False, True])
+def test_every_category_with_all_its_rules_gives_a_valid_card(
+    ruleset: RuleSet, category: str, red_flag: bool
+) -> None:
+    if red_flag and category == "physiotherapy":
+        pytest.skip(
+            "physiotherapy never accompanies a red flag (policy suppression, tested in tests/clinical)"
+        )
+    [card] = build_cards(
+        all_rules_firing(ruleset, category, red_flag), ruleset, CardContext("p1", "https://cds.example.org")
+    )
+    assert 0 < len(card.summary) < 140
+    assert card.source.topic is not None and card.source.topic.code == category
+    assert card.selectionBehavior == "any"
+    for suggestion in card.suggestions or []:
+        assert suggestion.actions and len(suggestion.actions) == 1
+        resource = suggestion.actions[0].resource
+        assert resource is not None
+        ServiceRequest.model_validate(resource)
+        assert resource["subject"] == {"reference": "Patient/p1"}
+    assert all(link.url.startswith("https://cds.example.org/rules/") for link in card.links or [])
+    if red_flag and category != "urgent-referral":
+        assert card.summary.startswith("After the emergency assessment")
+
+
+def test_cards_are_ordered_by_indicator_then_category(ruleset: RuleSet) -> None:
+    physio = all_rules_firing(ruleset, "physiotherapy", False)
+    mri = all_rules_firing(ruleset, "mri-lumbar-spine", False)
+    combined = Evaluation(
+        date(2026, 1, 15),
+        True,
+        None,
+        False,
+        physio.results + mri.results,
+        {"physiotherapy": physio.results, "mri-lumbar-spine": mri.results},
+        (),
+        (),
+        (),
+    )
+    cards = build_cards(combined, ruleset, CardContext("p1", "https://cds.example.org"))
+    assert [c.indicator.value for c in cards] == ["warning", "info"]

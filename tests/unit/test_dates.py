@@ -30,7 +30,18 @@ def test_parses_every_fhir_precision(text: str, start: date, end: date) -> None:
 
 
 @pytest.mark.parametrize(
-    "value", ["yesterday", "2026-13-01", "2026-02-30", "10/01/2026", "", "2026-1-5", 20260110, None, "2026-01-10T25:00"]
+    "value",
+    [
+        "yesterday",
+        "2026-13-01",
+        "2026-02-30",
+        "10/01/2026",
+        "",
+        "2026-1-5",
+        20260110,
+        None,
+        "2026-01-10T25:00",
+    ],
 )
 def test_unreadable_dates_raise_instead_of_guessing(value: object) -> None:
     with pytest.raises(DateProblem):

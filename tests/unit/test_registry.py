@@ -30,9 +30,35 @@ def test_shipped_rules_load(rules: Path) -> None:
     ruleset = load_ruleset(rules)
     assert ruleset.rules[0].id == "HW"
     pathways = {r.id for r in ruleset.rules}
-    for required in ("RF-CES", "RF-PROG", "RF-SBP", "RF-TRAUMA", "RF-INF", "RF-WL", "RF-CA", "RF-AC", "N-RAD",
-                     "N-DISC", "N-STEN", "N-FEM", "N-PLEX", "N-GLUT-RAD", "N-GLUT-SURG", "H-OA", "H-SUSP", "H-FAI",
-                     "H-LAB", "M-STR-12", "M-STR-3", "M-TB", "M-IPS", "M-DIS", "M-GLUT", "M-CORE", "M-ER"):
+    for required in (
+        "RF-CES",
+        "RF-PROG",
+        "RF-SBP",
+        "RF-TRAUMA",
+        "RF-INF",
+        "RF-WL",
+        "RF-CA",
+        "RF-AC",
+        "N-RAD",
+        "N-DISC",
+        "N-STEN",
+        "N-FEM",
+        "N-PLEX",
+        "N-GLUT-RAD",
+        "N-GLUT-SURG",
+        "H-OA",
+        "H-SUSP",
+        "H-FAI",
+        "H-LAB",
+        "M-STR-12",
+        "M-STR-3",
+        "M-TB",
+        "M-IPS",
+        "M-DIS",
+        "M-GLUT",
+        "M-CORE",
+        "M-ER",
+    ):
         assert required in pathways
 
 
@@ -58,7 +84,7 @@ def test_every_rule_has_evidence_version_and_card_text(rules: Path) -> None:
 )
 def test_invalid_rule_file_refuses_to_load(rules: Path, change, message: str) -> None:  # type: ignore[no-untyped-def]
     edit_rule(rules, "pathways/red-flags/rf-ces.yaml", change)
-    with pytest.raises(RuleFileError, match="rf-ces.yaml") as excinfo:
+    with pytest.raises(RuleFileError, match=r"rf-ces\.yaml") as excinfo:
         load_ruleset(rules)
     assert message in str(excinfo.value)
 
@@ -88,17 +114,23 @@ def test_prefix_on_a_system_without_hierarchy_refuses_to_load(rules: Path) -> No
 
 
 def test_dependency_cycle_refuses_to_load(rules: Path) -> None:
-    edit_rule(rules, "pathways/muscular/m-glut.yaml", lambda d: d["when"]["all"].append(
-        {"fact": "rule", "rules": ["M-CORE"]}))
-    edit_rule(rules, "pathways/muscular/m-core.yaml", lambda d: d.update(
-        when={"all": [d["when"], {"fact": "rule", "rules": ["M-GLUT"]}]}))
+    edit_rule(
+        rules,
+        "pathways/muscular/m-glut.yaml",
+        lambda d: d["when"]["all"].append({"fact": "rule", "rules": ["M-CORE"]}),
+    )
+    edit_rule(
+        rules,
+        "pathways/muscular/m-core.yaml",
+        lambda d: d.update(when={"all": [d["when"], {"fact": "rule", "rules": ["M-GLUT"]}]}),
+    )
     with pytest.raises(RuleFileError, match="cycle"):
         load_ruleset(rules)
 
 
 def test_broken_yaml_refuses_to_load(rules: Path) -> None:
     (rules / "pathways" / "hip" / "h-oa.yaml").write_text("id: H-OA\nwhen: [unclosed\n")
-    with pytest.raises(RuleFileError, match="h-oa.yaml: not valid YAML"):
+    with pytest.raises(RuleFileError, match=r"h-oa\.yaml: not valid YAML"):
         load_ruleset(rules)
 
 
@@ -106,15 +138,27 @@ def test_site_codes_extend_a_value_set_without_editing_shipped_files(rules: Path
     extra = tmp_path / "site"
     extra.mkdir()
     (extra / "flowsheets.yaml").write_text(
-        yaml.safe_dump({"extends": "unable-to-bear-weight", "note": "local flowsheet row",
-                        "codes": [{"system": "http://hospital.example.org/flowsheet", "code": "FS-1234"}]})
+        yaml.safe_dump(
+            {
+                "extends": "unable-to-bear-weight",
+                "note": "local flowsheet row",
+                "codes": [{"system": "http://hospital.example.org/flowsheet", "code": "FS-1234"}],
+            }
+        )
     )
     with pytest.raises(RuleFileError, match="unknown code system"):
         load_ruleset(rules, extra)  # a site system must be declared: in the site file itself
     (extra / "flowsheets.yaml").write_text(
-        yaml.safe_dump({"extends": "unable-to-bear-weight", "note": "local flowsheet row",
-                        "systems": {"hospital": {"uri": "http://hospital.example.org/flowsheet", "label": "Flowsheet"}},
-                        "codes": [{"system": "hospital", "code": "FS-1234"}]})
+        yaml.safe_dump(
+            {
+                "extends": "unable-to-bear-weight",
+                "note": "local flowsheet row",
+                "systems": {
+                    "hospital": {"uri": "http://hospital.example.org/flowsheet", "label": "Flowsheet"}
+                },
+                "codes": [{"system": "hospital", "code": "FS-1234"}],
+            }
+        )
     )
     shipped = (rules / "code-systems.yaml").read_text()
     ruleset = load_ruleset(rules, extra)
@@ -126,7 +170,9 @@ def test_site_codes_extend_a_value_set_without_editing_shipped_files(rules: Path
 def test_site_file_for_an_unknown_value_set_refuses_to_load(rules: Path, tmp_path: Path) -> None:
     extra = tmp_path / "site"
     extra.mkdir()
-    (extra / "x.yaml").write_text(yaml.safe_dump({"extends": "nope", "codes": [{"system": "sct", "code": "1"}]}))
+    (extra / "x.yaml").write_text(
+        yaml.safe_dump({"extends": "nope", "codes": [{"system": "sct", "code": "1"}]})
+    )
     with pytest.raises(RuleFileError, match="extends unknown value set 'nope'"):
         load_ruleset(rules, extra)
 

@@ -21,7 +21,9 @@ def test_icd_fracture_initial_encounter_forms_are_trauma(ruleset: RuleSet, code:
     assert "recent-trauma" in vs(ruleset, ICD, code)
 
 
-@pytest.mark.parametrize("code", ["S72.001D", "S72.001G", "S72.001K", "S72.001P", "S72.001S", "W19.XXXD", "W19.XXXS"])
+@pytest.mark.parametrize(
+    "code", ["S72.001D", "S72.001G", "S72.001K", "S72.001P", "S72.001S", "W19.XXXD", "W19.XXXS"]
+)
 def test_icd_subsequent_and_sequela_characters_are_not_trauma(ruleset: RuleSet, code: str) -> None:
     assert "recent-trauma" not in vs(ruleset, ICD, code)
 
@@ -54,7 +56,9 @@ def test_icd_system_variants_match(ruleset: RuleSet, system: str) -> None:
         (SCT, "Cauda equina syndrome"),
     ],
 )
-def test_unknown_system_or_display_text_never_matches(ruleset: RuleSet, system: str | None, code: str) -> None:
+def test_unknown_system_or_display_text_never_matches(
+    ruleset: RuleSet, system: str | None, code: str
+) -> None:
     assert not vs(ruleset, system or "", code)
 
 
@@ -76,7 +80,9 @@ def test_antiplatelets_are_not_anticoagulants(ruleset: RuleSet) -> None:
     assert "anticoagulant-medication" not in vs(ruleset, rxnorm, "32968")  # clopidogrel
     assert "anticoagulant-use" not in vs(ruleset, ICD, "Z79.02")
     assert "anticoagulant-medication" in vs(ruleset, rxnorm, "1364445")  # apixaban 5 MG SCD
-    assert "anticoagulant-medication" not in vs(ruleset, "http://www.whocc.no/atc", "B01AC06")  # aspirin (ATC)
+    assert "anticoagulant-medication" not in vs(
+        ruleset, "http://www.whocc.no/atc", "B01AC06"
+    )  # aspirin (ATC)
     assert "anticoagulant-medication" in vs(ruleset, "http://www.whocc.no/atc", "B01AF02")  # apixaban
 
 

@@ -10,21 +10,41 @@ from fastapi.testclient import TestClient
 
 from tests.support import bundle_resources, categories, hook_request, vignette_bundle
 
-PHYSIO = {"system": "http://snomed.info/sct", "code": "306170007", "display": "Referral to physiotherapy service"}
+PHYSIO = {
+    "system": "http://snomed.info/sct",
+    "code": "306170007",
+    "display": "Referral to physiotherapy service",
+}
 MRI = {"system": "http://loinc.org", "code": "30679-5", "display": "MR Lumbar spine WO contrast"}
 OTHER = {"system": "http://loinc.org", "code": "24762-7", "display": "XR Hip Views"}
 
 
 def draft(rid: str, coding: dict[str, str], patient: str) -> dict[str, Any]:
-    return {"resourceType": "ServiceRequest", "id": rid, "status": "draft", "intent": "order",
-            "code": {"coding": [coding]}, "subject": {"reference": f"Patient/{patient}"}}
+    return {
+        "resourceType": "ServiceRequest",
+        "id": rid,
+        "status": "draft",
+        "intent": "order",
+        "code": {"coding": [coding]},
+        "subject": {"reference": f"Patient/{patient}"},
+    }
 
 
-def order_call(client: TestClient, case: str, hook: str, drafts: list[dict[str, Any]],
-               selections: list[str] | None = None) -> dict[str, Any]:
+def order_call(
+    client: TestClient,
+    case: str,
+    hook: str,
+    drafts: list[dict[str, Any]],
+    selections: list[str] | None = None,
+) -> dict[str, Any]:
     patient = f"hw-{case.lower()}"
-    context: dict[str, Any] = {"draftOrders": {"resourceType": "Bundle", "type": "collection",
-                                               "entry": [{"resource": d} for d in drafts]}}
+    context: dict[str, Any] = {
+        "draftOrders": {
+            "resourceType": "Bundle",
+            "type": "collection",
+            "entry": [{"resource": d} for d in drafts],
+        }
+    }
     if hook == "order-select":
         context["selections"] = selections or [f"ServiceRequest/{drafts[0]['id']}"]
     body = hook_request(bundle_resources(vignette_bundle(case)), patient, hook=hook, extra_context=context)
@@ -42,7 +62,8 @@ def test_physiotherapy_drafted_with_a_red_flag_is_critical(client: TestClient, h
     assert card["indicator"] == "critical"
     actions = [s["actions"][0] for s in card["suggestions"]]
     assert {"type": "delete", "resourceId": "ServiceRequest/pt1"}.items() <= next(
-        a for a in actions if a["type"] == "delete").items()
+        a for a in actions if a["type"] == "delete"
+    ).items()
     assert any(a["type"] == "create" and a["resource"]["priority"] == "stat" for a in actions)
 
 
@@ -77,14 +98,22 @@ def test_unrelated_draft_orders_are_silent(client: TestClient) -> None:
 
 
 def test_order_select_without_selections_is_400(client: TestClient) -> None:
-    body = hook_request(bundle_resources(vignette_bundle("V01")), "hw-v01", hook="order-select",
-                        extra_context={"draftOrders": {"resourceType": "Bundle", "type": "collection", "entry": []}})
+    body = hook_request(
+        bundle_resources(vignette_bundle("V01")),
+        "hw-v01",
+        hook="order-select",
+        extra_context={"draftOrders": {"resourceType": "Bundle", "type": "collection", "entry": []}},
+    )
     response = client.post("/cds-services/hip-weakness-order-select", json=body)
     assert response.status_code == 400
     assert "context.selections" in response.text
 
 
 def test_draft_orders_that_are_not_a_bundle_is_400(client: TestClient) -> None:
-    body = hook_request(bundle_resources(vignette_bundle("V01")), "hw-v01", hook="order-sign",
-                        extra_context={"draftOrders": [{"resourceType": "ServiceRequest"}]})
+    body = hook_request(
+        bundle_resources(vignette_bundle("V01")),
+        "hw-v01",
+        hook="order-sign",
+        extra_context={"draftOrders": [{"resourceType": "ServiceRequest"}]},
+    )
     assert client.post("/cds-services/hip-weakness-order-sign", json=body).status_code == 400

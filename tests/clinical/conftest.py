@@ -14,6 +14,8 @@ from tests.support import NOW, counter_ids
 
 @pytest.fixture(scope="module")
 def client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestClient]:
-    app = create_app(make_settings(tmp_path_factory.mktemp("clinical")), clock=lambda: NOW, id_factory=counter_ids())
+    app = create_app(
+        make_settings(tmp_path_factory.mktemp("clinical")), clock=lambda: NOW, id_factory=counter_ids()
+    )
     with TestClient(app) as test_client:
         yield test_client

@@ -47,7 +47,31 @@ def test_case(client: TestClient, case: dict[str, Any]) -> None:
 
 def test_there_are_cases_for_every_pathway() -> None:
     pathways = " ".join(str(p.values[0].get("pathways", "")) for p in CASES)  # type: ignore[union-attr]
-    for name in ("RF-CES", "RF-PROG", "RF-SBP", "RF-TRAUMA", "RF-INF", "RF-WL", "RF-CA", "RF-AC", "N-RAD", "N-DISC",
-                 "N-STEN", "N-FEM", "N-PLEX", "N-GLUT", "H-OA", "H-SUSP", "H-FAI", "H-LAB", "M-STR", "M-TB", "M-IPS",
-                 "M-DIS", "M-GLUT", "M-CORE", "M-ER"):
+    for name in (
+        "RF-CES",
+        "RF-PROG",
+        "RF-SBP",
+        "RF-TRAUMA",
+        "RF-INF",
+        "RF-WL",
+        "RF-CA",
+        "RF-AC",
+        "N-RAD",
+        "N-DISC",
+        "N-STEN",
+        "N-FEM",
+        "N-PLEX",
+        "N-GLUT",
+        "H-OA",
+        "H-SUSP",
+        "H-FAI",
+        "H-LAB",
+        "M-STR",
+        "M-TB",
+        "M-IPS",
+        "M-DIS",
+        "M-GLUT",
+        "M-CORE",
+        "M-ER",
+    ):
         assert name in pathways, name

@@ -11,10 +11,24 @@ from tests.support import SERVICE, case_request, categories, highest_indicator
 
 SCT, ICD, LOINC = "http://snomed.info/sct", "http://hl7.org/fhir/sid/icd-10-cm", "http://loinc.org"
 LOCAL = "http://example.org/fhir/CodeSystem/hip-weakness-cds-local"
-STRAIN = {"type": "Condition", "system": ICD, "code": "S76.011A", "display": "Strain of right hip",
-          "clinicalStatus": "active", "verificationStatus": "confirmed", "onset": "T-4d"}
-WEAKNESS = {"type": "Condition", "system": SCT, "code": "26544005", "display": "Muscle weakness (finding)",
-            "clinicalStatus": "active", "verificationStatus": "confirmed", "onset": "T-4d"}
+STRAIN = {
+    "type": "Condition",
+    "system": ICD,
+    "code": "S76.011A",
+    "display": "Strain of right hip",
+    "clinicalStatus": "active",
+    "verificationStatus": "confirmed",
+    "onset": "T-4d",
+}
+WEAKNESS = {
+    "type": "Condition",
+    "system": SCT,
+    "code": "26544005",
+    "display": "Muscle weakness (finding)",
+    "clinicalStatus": "active",
+    "verificationStatus": "confirmed",
+    "onset": "T-4d",
+}
 
 
 def call(client: TestClient, *resources: dict[str, Any]) -> dict[str, Any]:
@@ -25,9 +39,17 @@ def call(client: TestClient, *resources: dict[str, Any]) -> dict[str, Any]:
     return data
 
 
-def temperature(value: float | None, code: str | None, effective: str | None = "T-1d", **fhir: Any) -> dict[str, Any]:
-    spec: dict[str, Any] = {"type": "Observation", "system": LOINC, "code": "8310-5", "display": "Body temperature",
-                            "status": "final", "value": {"quantity": {"value": value, "unit": code, "code": code}}}
+def temperature(
+    value: float | None, code: str | None, effective: str | None = "T-1d", **fhir: Any
+) -> dict[str, Any]:
+    spec: dict[str, Any] = {
+        "type": "Observation",
+        "system": LOINC,
+        "code": "8310-5",
+        "display": "Body temperature",
+        "status": "final",
+        "value": {"quantity": {"value": value, "unit": code, "code": code}},
+    }
     if effective:
         spec["effective"] = effective
     if fhir:
@@ -61,39 +83,69 @@ def test_fahrenheit_fever_fires_and_fahrenheit_normal_does_not(client: TestClien
 
 
 def test_undated_active_red_flag_condition_counts_as_current_and_says_so(client: TestClient) -> None:
-    retention = {"type": "Condition", "system": SCT, "code": "267064002", "display": "Retention of urine",
-                 "clinicalStatus": "active", "verificationStatus": "unconfirmed"}
+    retention = {
+        "type": "Condition",
+        "system": SCT,
+        "code": "267064002",
+        "display": "Retention of urine",
+        "clinicalStatus": "active",
+        "verificationStatus": "unconfirmed",
+    }
     data = call(client, WEAKNESS, STRAIN, retention)
     assert categories(data) == ["urgent-referral"]
     assert "date unknown" in data["cards"][0]["detail"]
 
 
 def test_stopped_anticoagulant_with_unknown_end_is_not_counted_but_reported(client: TestClient) -> None:
-    warfarin = {"type": "MedicationRequest", "system": "http://www.nlm.nih.gov/research/umls/rxnorm",
-                "code": "855332", "display": "warfarin sodium 5 MG Oral Tablet", "status": "stopped",
-                "authoredOn": "T-60d"}
+    warfarin = {
+        "type": "MedicationRequest",
+        "system": "http://www.nlm.nih.gov/research/umls/rxnorm",
+        "code": "855332",
+        "display": "warfarin sodium 5 MG Oral Tablet",
+        "status": "stopped",
+        "authoredOn": "T-60d",
+    }
     data = call(client, WEAKNESS, STRAIN, warfarin)
     assert categories(data) == ["physiotherapy"]
     assert "end date unknown" in data["cards"][0]["detail"]
 
 
 def test_recently_stopped_anticoagulant_still_counts(client: TestClient) -> None:
-    warfarin = {"type": "MedicationRequest", "system": "http://www.nlm.nih.gov/research/umls/rxnorm",
-                "code": "855332", "display": "warfarin sodium 5 MG Oral Tablet", "status": "stopped",
-                "authoredOn": "T-60d", "validityEnd": "T-3d"}
+    warfarin = {
+        "type": "MedicationRequest",
+        "system": "http://www.nlm.nih.gov/research/umls/rxnorm",
+        "code": "855332",
+        "display": "warfarin sodium 5 MG Oral Tablet",
+        "status": "stopped",
+        "authoredOn": "T-60d",
+        "validityEnd": "T-3d",
+    }
     assert categories(call(client, WEAKNESS, STRAIN, warfarin))[0] == "urgent-referral"
 
 
 def test_medication_that_cannot_be_resolved_is_reported(client: TestClient) -> None:
-    med = {"type": "MedicationRequest", "system": "x", "code": "x", "display": "x", "status": "active",
-           "fhir": {"medicationCodeableConcept": None, "medicationReference": {"reference": "Medication/gone"}}}
+    med = {
+        "type": "MedicationRequest",
+        "system": "x",
+        "code": "x",
+        "display": "x",
+        "status": "active",
+        "fhir": {"medicationCodeableConcept": None, "medicationReference": {"reference": "Medication/gone"}},
+    }
     detail = call(client, WEAKNESS, STRAIN, med)["cards"][0]["detail"]
     assert "medicationReference could not be resolved" in detail
 
 
 def test_notes_go_on_the_highest_card_only(client: TestClient) -> None:
-    radiculopathy = {"type": "Condition", "system": ICD, "code": "M54.16", "display": "Radiculopathy, lumbar",
-                     "clinicalStatus": "active", "verificationStatus": "confirmed", "onset": "T-3w"}
+    radiculopathy = {
+        "type": "Condition",
+        "system": ICD,
+        "code": "M54.16",
+        "display": "Radiculopathy, lumbar",
+        "clinicalStatus": "active",
+        "verificationStatus": "confirmed",
+        "onset": "T-3w",
+    }
     data = call(client, WEAKNESS, STRAIN, radiculopathy, temperature(39.4, "Cel", effective=None))
     assert categories(data) == ["mri-lumbar-spine", "physiotherapy"]
     assert "please verify" in data["cards"][0]["detail"]

@@ -15,9 +15,17 @@ from tests.support import bundle_resources, vignette_bundle, vignette_expectatio
 
 CASES = sorted(vignette_expectations()["cases"])
 JSON = st.recursive(
-    st.none() | st.booleans() | st.integers(-(2**63), 2**63) | st.floats(allow_nan=False) | st.text(max_size=30)
-    | st.sampled_from(["2026-01-14", "2026-13-45", "2026", "T-1d", "Cel", "[degF]", "active", "final", "C61"]),
-    lambda children: st.lists(children, max_size=3) | st.dictionaries(st.text(max_size=8), children, max_size=3),
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**63), 2**63)
+    | st.floats(allow_nan=False)
+    | st.text(max_size=30)
+    | st.sampled_from(
+        ["2026-01-14", "2026-13-45", "2026", "T-1d", "Cel", "[degF]", "active", "final", "C61"]
+    ),
+    lambda children: (
+        st.lists(children, max_size=3) | st.dictionaries(st.text(max_size=8), children, max_size=3)
+    ),
     max_leaves=8,
 )
 
@@ -35,7 +43,9 @@ def paths(value: Any, prefix: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
 
 @settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(case_id=st.sampled_from(CASES), data=st.data())
-def test_engine_never_raises_on_mangled_resources(ruleset: RuleSet, case_id: str, data: st.DataObject) -> None:
+def test_engine_never_raises_on_mangled_resources(
+    ruleset: RuleSet, case_id: str, data: st.DataObject
+) -> None:
     resources = copy.deepcopy(bundle_resources(vignette_bundle(case_id)))
     for _ in range(data.draw(st.integers(1, 4))):
         target = data.draw(st.sampled_from(resources))

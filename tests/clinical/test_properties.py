@@ -38,11 +38,15 @@ ALIASES = {
     "http://loinc.org": ["urn:oid:2.16.840.1.113883.6.1"],
     "http://www.nlm.nih.gov/research/umls/rxnorm": ["urn:oid:2.16.840.1.113883.6.88"],
 }
-SETTINGS = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+SETTINGS = settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 
 
 def answer(ruleset: RuleSet, resources: list[dict[str, Any]], patient: str, days: int = 0) -> tuple[Any, ...]:
-    evaluation = ruleset.evaluate(ruleset.service("hip-weakness"), resources, patient, ANCHOR + timedelta(days=days))
+    evaluation = ruleset.evaluate(
+        ruleset.service("hip-weakness"), resources, patient, ANCHOR + timedelta(days=days)
+    )
     return evaluation.red_flag, tuple(evaluation.categories)
 
 
@@ -51,25 +55,34 @@ def case(case_id: str) -> tuple[list[dict[str, Any]], str]:
 
 
 @SETTINGS
-@given(case_id=st.sampled_from(CASES), code=st.sampled_from(RED_FLAG_CODES),
-       status=st.sampled_from(["refuted", "entered-in-error"]), onset=st.integers(0, 30))
+@given(
+    case_id=st.sampled_from(CASES),
+    code=st.sampled_from(RED_FLAG_CODES),
+    status=st.sampled_from(["refuted", "entered-in-error"]),
+    onset=st.integers(0, 30),
+)
 def test_refuted_or_entered_in_error_never_adds_a_red_flag(
     ruleset: RuleSet, case_id: str, code: tuple[str, str], status: str, onset: int
 ) -> None:
     resources, patient = case(case_id)
     before = answer(ruleset, resources, patient)
-    noise = {"resourceType": "Condition", "id": "noise",
-             "verificationStatus": {"coding": [{"code": status}]},
-             "code": {"coding": [{"system": code[0], "code": code[1]}]},
-             "subject": {"reference": f"Patient/{patient}"},
-             "onsetDateTime": (ANCHOR - timedelta(days=onset)).isoformat()}
+    noise = {
+        "resourceType": "Condition",
+        "id": "noise",
+        "verificationStatus": {"coding": [{"code": status}]},
+        "code": {"coding": [{"system": code[0], "code": code[1]}]},
+        "subject": {"reference": f"Patient/{patient}"},
+        "onsetDateTime": (ANCHOR - timedelta(days=onset)).isoformat(),
+    }
     after = answer(ruleset, [*resources, noise], patient)
     assert after == before
 
 
 @SETTINGS
 @given(case_id=st.sampled_from(CASES), other=st.sampled_from(CASES))
-def test_another_patients_resources_never_change_the_answer(ruleset: RuleSet, case_id: str, other: str) -> None:
+def test_another_patients_resources_never_change_the_answer(
+    ruleset: RuleSet, case_id: str, other: str
+) -> None:
     resources, patient = case(case_id)
     theirs, their_id = case(other)
     if their_id == patient:
@@ -79,19 +92,32 @@ def test_another_patients_resources_never_change_the_answer(ruleset: RuleSet, ca
 
 
 @SETTINGS
-@given(case_id=st.sampled_from(CASES), codes=st.lists(st.from_regex(r"[0-9]{5,9}", fullmatch=True), max_size=20))
-def test_irrelevant_observations_never_change_the_answer(ruleset: RuleSet, case_id: str, codes: list[str]) -> None:
+@given(
+    case_id=st.sampled_from(CASES), codes=st.lists(st.from_regex(r"[0-9]{5,9}", fullmatch=True), max_size=20)
+)
+def test_irrelevant_observations_never_change_the_answer(
+    ruleset: RuleSet, case_id: str, codes: list[str]
+) -> None:
     resources, patient = case(case_id)
-    noise = [{"resourceType": "Observation", "id": f"n{i}", "status": "final",
-              "code": {"coding": [{"system": "http://example.org/unrelated", "code": c}]},
-              "valueQuantity": {"value": 1.0, "unit": "mg"}, "subject": {"reference": f"Patient/{patient}"}}
-             for i, c in enumerate(codes)]
+    noise = [
+        {
+            "resourceType": "Observation",
+            "id": f"n{i}",
+            "status": "final",
+            "code": {"coding": [{"system": "http://example.org/unrelated", "code": c}]},
+            "valueQuantity": {"value": 1.0, "unit": "mg"},
+            "subject": {"reference": f"Patient/{patient}"},
+        }
+        for i, c in enumerate(codes)
+    ]
     assert answer(ruleset, [*resources, *noise], patient) == answer(ruleset, resources, patient)
 
 
 @SETTINGS
 @given(case_id=st.sampled_from(CASES), days=st.integers(-3000, 3000))
-def test_moving_record_and_today_together_never_changes_the_answer(ruleset: RuleSet, case_id: str, days: int) -> None:
+def test_moving_record_and_today_together_never_changes_the_answer(
+    ruleset: RuleSet, case_id: str, days: int
+) -> None:
     resources, patient = case(case_id)
     moved = shift_dates(resources, days)
     assert answer(ruleset, moved, patient, days) == answer(ruleset, resources, patient)

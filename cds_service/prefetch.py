@@ -172,8 +172,12 @@ async def resolve(
         else:
             results[key] = KeyResult(key, "supplied", [dict(value)])
 
+    deadline = asyncio.get_running_loop().time() + budget_seconds
     if to_fetch or to_page:
         await _fetch_all(request, fhir, access, budget_seconds, to_fetch, to_page, results)
+    if access.usable:
+        remaining = deadline - asyncio.get_running_loop().time()
+        await _fetch_referenced_medications(fhir, access, results, remaining)
 
     required_failed = {
         k: results[k].problem or "could not be obtained"
@@ -182,7 +186,10 @@ async def resolve(
     }
     if required_failed:
         raise PrefetchUnavailable(required_failed)
-    return Resolved({k: results[k] for k in service.prefetch})
+    keys = {k: results[k] for k in service.prefetch}
+    if "referencedMedications" in results:
+        keys["referencedMedications"] = results["referencedMedications"]
+    return Resolved(keys)
 
 
 async def _fetch_all(
@@ -241,6 +248,43 @@ async def _fetch_all(
             )
             if task in done and not task.cancelled() and task.exception() is not None:
                 logger.error("prefetch %s: unexpected error %s", key, type(task.exception()).__name__)
+    if pending:
+        await asyncio.gather(*pending, return_exceptions=True)
+
+
+MAX_MEDICATION_READS = 20
+
+
+async def _fetch_referenced_medications(
+    fhir: FhirClient, access: FhirAccess, results: dict[str, KeyResult], budget_seconds: float
+) -> None:
+    """Read ``Medication/<id>`` resources that medication requests/statements reference but the prefetch
+    did not include (Epic and HAPI return the reference, not the code): an anticoagulant must not hide
+    behind a reference. Unread ones stay unresolved and are reported on the card by the engine."""
+    resources = [r for k in results.values() for r in k.resources]
+    have = {r.get("id") for r in resources if r.get("resourceType") == "Medication"}
+    wanted: list[str] = []
+    for resource in resources:
+        ref = resource.get("medicationReference")
+        target = ref.get("reference") if isinstance(ref, Mapping) else None
+        if isinstance(target, str) and target.startswith("Medication/"):
+            mid = target.removeprefix("Medication/").split("/")[0]
+            if mid and mid not in have and mid not in wanted:
+                wanted.append(mid)
+    if not wanted or budget_seconds <= 0 or access.base is None:
+        return
+    base = access.base
+    jobs = [
+        asyncio.ensure_future(fhir.read(base, f"Medication/{mid}", access.token))
+        for mid in wanted[:MAX_MEDICATION_READS]
+    ]
+    done, pending = await asyncio.wait(jobs, timeout=budget_seconds)
+    for task in pending:
+        task.cancel()
+    found = [t.result() for t in done if not t.cancelled() and t.exception() is None]
+    found = [m for m in found if m.get("resourceType") == "Medication"]
+    if found:
+        results["referencedMedications"] = KeyResult("referencedMedications", "fetched", found)
     if pending:
         await asyncio.gather(*pending, return_exceptions=True)
 

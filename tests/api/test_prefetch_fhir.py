@@ -336,3 +336,53 @@ def test_access_token_never_reaches_logs(
     assert caplog.records
     assert TOKEN not in caplog.text
     assert PATIENT not in caplog.text
+
+
+def test_referenced_medication_is_read_from_the_server(client: TestClient, fhir: respx.MockRouter) -> None:
+    """Apixaban behind a medicationReference: the service reads Medication/x and finds the red flag."""
+    resources = bundle_resources(vignette_bundle("V39"))  # hip strain: physiotherapy only
+    patient = "hw-v39"
+    request = {
+        "resourceType": "MedicationRequest",
+        "id": "rx1",
+        "status": "active",
+        "intent": "order",
+        "medicationReference": {"reference": "Medication/apx"},
+        "subject": {"reference": f"Patient/{patient}"},
+    }
+    fhir.get("/Medication/apx").respond(
+        json={
+            "resourceType": "Medication",
+            "id": "apx",
+            "code": {
+                "coding": [{"system": "http://www.nlm.nih.gov/research/umls/rxnorm", "code": "1364445"}]
+            },
+        }
+    )
+    body = hook_request(resources, patient, fhir_server=FHIR_BASE, token=TOKEN)
+    body["prefetch"]["medicationRequests"] = searchset([request])
+    response = client.post(URL, json=body)
+    assert response.status_code == 200
+    assert categories(response.json())[0] == "urgent-referral"
+    assert fhir.calls.last.request.headers["authorization"] == f"Bearer {TOKEN}"
+
+
+def test_unreadable_medication_reference_is_reported_not_fatal(
+    client: TestClient, fhir: respx.MockRouter
+) -> None:
+    resources = bundle_resources(vignette_bundle("V39"))
+    request = {
+        "resourceType": "MedicationRequest",
+        "id": "rx1",
+        "status": "active",
+        "intent": "order",
+        "medicationReference": {"reference": "Medication/gone"},
+        "subject": {"reference": "Patient/hw-v39"},
+    }
+    fhir.get("/Medication/gone").respond(404, json=hapi("hapi-oo-404-not-known.json"))
+    body = hook_request(resources, "hw-v39", fhir_server=FHIR_BASE, token=TOKEN)
+    body["prefetch"]["medicationRequests"] = searchset([request])
+    response = client.post(URL, json=body)
+    assert response.status_code == 200
+    assert categories(response.json()) == ["physiotherapy"]
+    assert "medicationReference could not be resolved" in response.json()["cards"][0]["detail"]

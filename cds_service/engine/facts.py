@@ -115,8 +115,8 @@ class FindingParams(WindowParams):
     )
     text_matches: list[str] | None = Field(
         None,
-        description="Regular expressions one of which the finding's free text (code.text, notes) must contain, "
-        "not negated. For escalation only (knowledge §5.4 M-STR-3 'grade III' in text); never for red flags.",
+        description="Patterns (regular expressions), one of which the finding's free text (code.text, notes) "
+        "must contain, not negated. Escalation only (knowledge §5.4 M-STR-3); never for red flags.",
     )
 
     @model_validator(mode="after")

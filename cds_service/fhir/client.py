@@ -14,7 +14,7 @@ import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urljoin, urlsplit
+from urllib.parse import urljoin, urlsplit, urlunsplit
 
 import httpx
 import orjson
@@ -65,7 +65,7 @@ class FhirClient:
             async with self.http.stream("GET", url, headers=headers) as response:
                 body = await self._read_capped(response)
                 if response.status_code >= 400:
-                    raise error_for_status(response.status_code, _diagnostics(body))
+                    raise error_for_status(response.status_code, diagnostics_of(body))
         except httpx.TimeoutException as exc:
             raise FhirTimeout(f"FHIR server timed out ({type(exc).__name__})") from exc
         except httpx.TransportError as exc:
@@ -106,7 +106,7 @@ class FhirClient:
             next_url = _next_link(page)
             if next_url is None:
                 return result
-            next_url = urljoin(base.rstrip("/") + "/", next_url)
+            next_url = _upgrade_scheme(base, urljoin(base.rstrip("/") + "/", next_url))
             if not same_origin(base, next_url):
                 raise FhirInvalidResponse("next link leaves the FHIR server; not followed")
             if next_url in seen:
@@ -140,6 +140,15 @@ def join(base: str, relative: str) -> str:
     return f"{base.rstrip('/')}/{relative.lstrip('/')}"
 
 
+def _upgrade_scheme(base: str, url: str) -> str:
+    """HAPI behind a TLS proxy writes ``http://`` next links for an ``https://`` base: same host, so follow
+    it over https (the token is never sent over plain http, and never to another host)."""
+    a, b = urlsplit(base), urlsplit(url)
+    if a.scheme == "https" and b.scheme == "http" and a.hostname == b.hostname and b.port in (None, 80):
+        return urlunsplit(("https", a.netloc, b.path, b.query, b.fragment))
+    return url
+
+
 def same_origin(base: str, url: str) -> bool:
     a, b = urlsplit(base), urlsplit(url)
     return (a.scheme, a.netloc) == (b.scheme, b.netloc)
@@ -155,8 +164,8 @@ def _parse_resource(body: bytes) -> dict[str, Any]:
     return data
 
 
-def _diagnostics(body: bytes) -> str | None:
-    """The server's OperationOutcome text (bounded), if the error body is one."""
+def diagnostics_of(body: bytes) -> str | None:
+    """The server's OperationOutcome text (bounded), if an error body is one."""
     try:
         data = orjson.loads(body[:200_000])
     except orjson.JSONDecodeError:
@@ -204,4 +213,12 @@ def _next_link(page: Mapping[str, Any]) -> str | None:
     return None
 
 
-__all__ = ["FhirClient", "FhirError", "FhirLimits", "SearchResult", "outcome_is_error", "outcome_text"]
+__all__ = [
+    "FhirClient",
+    "FhirError",
+    "FhirLimits",
+    "SearchResult",
+    "diagnostics_of",
+    "outcome_is_error",
+    "outcome_text",
+]

@@ -386,3 +386,20 @@ def test_unreadable_medication_reference_is_reported_not_fatal(
     assert response.status_code == 200
     assert categories(response.json()) == ["physiotherapy"]
     assert "medicationReference could not be resolved" in response.json()["cards"][0]["detail"]
+
+
+def test_http_next_link_from_an_https_server_is_followed_over_https(client: TestClient) -> None:
+    """HAPI behind a TLS proxy writes http:// next links: same host, followed over https only."""
+    base = "https://hapi.example.org/baseR4"
+    page = searchset([])
+    page["link"] = [
+        {"relation": "next", "url": "http://hapi.example.org/baseR4?_getpages=x&_getpagesoffset=20"}
+    ]
+    with respx.mock(assert_all_mocked=True) as server:
+        route = server.get("https://hapi.example.org/baseR4", params__contains={"_getpages": "x"}).respond(
+            json=searchset([])
+        )
+        body = hook_request(v01_resources(), PATIENT, fhir_server=base, token=TOKEN)
+        body["prefetch"]["conditions"] = page
+        assert client.post(URL, json=body).status_code == 200
+        assert route.called

@@ -13,6 +13,7 @@ import secrets
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from datetime import date
 from pathlib import Path
 
 from pydantic import ValidationError
@@ -103,13 +104,127 @@ def export_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--output", "-o", help="file to write, e.g. openapi/openapi.json")
 
 
+# -- load-fixtures and check (logic in cds_service/tools) ---------------------------------------------
+
+
+def _fhir_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--fhir-server", required=True, metavar="URL", help="FHIR R4 base URL")
+    p.add_argument(
+        "--token",
+        default=os.environ.get("FHIR_ACCESS_TOKEN"),
+        metavar="T",
+        help="bearer token for the FHIR server (default: $FHIR_ACCESS_TOKEN; never printed)",
+    )
+
+
+def load_fixtures_arguments(p: argparse.ArgumentParser) -> None:
+    _fhir_arguments(p)
+    p.add_argument("--fixtures", type=Path, metavar="DIR", help="fixture folder (default: fhir_fixtures/)")
+    p.add_argument(
+        "--only",
+        action="append",
+        metavar="NAMES",
+        help="only these files (name prefixes, comma-separated or repeated: V01,V33,Barney)",
+    )
+    p.add_argument(
+        "--today",
+        type=_iso_date,
+        metavar="YYYY-MM-DD",
+        help="move vignette dates to this day (default: today)",
+    )
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
+
+
+def run_load_fixtures(args: argparse.Namespace) -> int:
+    from cds_service.tools import load_fixtures
+    from cds_service.tools.console import Console
+
+    options = load_fixtures.LoadOptions(
+        fhir_server=args.fhir_server,
+        token=args.token,
+        fixtures=args.fixtures or load_fixtures.DEFAULT_FIXTURES,
+        only=load_fixtures.parse_only(args.only),
+        today=args.today,
+        as_json=args.json,
+    )
+    return load_fixtures.run(options, Console())
+
+
+def check_arguments(p: argparse.ArgumentParser) -> None:
+    _fhir_arguments(p)
+    p.add_argument("--patient", required=True, metavar="ID", help="Patient id on the FHIR server")
+    p.add_argument("--hook", default="patient-view", choices=["patient-view", "order-select", "order-sign"])
+    p.add_argument("--service", dest="service_id", metavar="ID", help="service id (default: by hook)")
+    p.add_argument(
+        "--service-url", metavar="URL", help="a running service (default: the service in this process)"
+    )
+    p.add_argument(
+        "--no-prefetch",
+        dest="prefetch",
+        action="store_false",
+        help="send no prefetch: the service fetches everything from the FHIR server",
+    )
+    p.add_argument("--user", default="Practitioner/cds-service-check", help="context.userId")
+    p.add_argument("--draft-orders", type=Path, metavar="FILE", help="Bundle of draft orders (order hooks)")
+    p.add_argument("--json", action="store_true", help="print the raw CDS Hooks response")
+    p.add_argument("--quiet", "-q", action="store_true", help="no progress on stderr")
+
+
+def run_check(args: argparse.Namespace) -> int:
+    from cds_service.tools import check
+    from cds_service.tools.console import Console
+
+    options = check.CheckOptions(
+        fhir_server=args.fhir_server,
+        patient=args.patient,
+        token=args.token,
+        hook=args.hook,
+        service_id=args.service_id,
+        service_url=args.service_url,
+        prefetch=args.prefetch,
+        user=args.user,
+        draft_orders=args.draft_orders,
+        as_json=args.json,
+    )
+    return check.run(options, Console(quiet=args.quiet))
+
+
+def _iso_date(text: str) -> date:
+    try:
+        return date.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a date (YYYY-MM-DD): {text!r}") from None
+
+
 # -- entry point ----------------------------------------------------------------------------------------
+
+
+# -- migrate ------------------------------------------------------------------------------------------
+
+
+def run_migrate(_args: argparse.Namespace) -> int:
+    from cds_service.audit.database import migrate_command
+
+    return migrate_command(load_settings())
+
+
+def migrate_arguments(p: argparse.ArgumentParser) -> None:
+    p.description = "Apply the database migrations (CDS_DATABASE_URL, else the SQLite file in CDS_DATA_DIR)."
 
 
 COMMANDS: dict[str, Subcommand] = {
     "serve": Subcommand("run the service with uvicorn", serve_arguments, run_serve),
     "export-openapi": Subcommand(
         "write the OpenAPI document (default: stdout)", export_arguments, run_export_openapi
+    ),
+    "load-fixtures": Subcommand(
+        "load the test patients into a FHIR server (idempotent)", load_fixtures_arguments, run_load_fixtures
+    ),
+    "check": Subcommand(
+        "call the service for one patient on a FHIR server and show the cards", check_arguments, run_check
+    ),
+    "migrate": Subcommand(
+        "apply the database migrations (also done at start-up)", migrate_arguments, run_migrate
     ),
 }
 

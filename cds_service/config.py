@@ -102,6 +102,52 @@ class Settings(BaseSettings):
     patient_hash_secret: SecretStr | None = Field(
         None, description="HMAC key for patient pseudonyms in the audit trail (required in production)."
     )
+    database_connect_timeout_seconds: float = Field(
+        3.0, gt=0, le=60, description="Connecting to the database gives up after this (PostgreSQL)."
+    )
+    database_lock_timeout_seconds: float = Field(
+        5.0,
+        gt=0,
+        le=120,
+        description="A statement waiting for a lock gives up after this (SQLite busy timeout, PostgreSQL "
+        "lock_timeout); the write is then retried (audit) or answered 503 (feedback).",
+    )
+    migrate_on_start: bool = Field(
+        True, description="Apply database migrations at start-up (else run `cds-service migrate` first)."
+    )
+    audit_queue_max: int = Field(
+        10_000,
+        ge=1,
+        description="Hook-call records waiting in memory for the audit writer; beyond it they are dropped, "
+        "counted and logged.",
+    )
+    audit_batch_size: int = Field(200, ge=1, le=10_000, description="Records written per transaction.")
+    audit_retry_seconds: float = Field(
+        5.0, gt=0, le=3600, description="While the audit store is down: time between reconnection attempts."
+    )
+    audit_spool_max_bytes: int = Field(
+        256 * 1024 * 1024,
+        ge=4096,
+        description="Size limit of this process's audit spool file (records kept on disk while the store is "
+        "down). Beyond it records are dropped, counted and logged.",
+    )
+    audit_shutdown_seconds: float = Field(
+        5.0,
+        ge=0,
+        le=120,
+        description="At shutdown, time allowed to write queued records to the store; the rest is spooled.",
+    )
+    audit_store_user_comments: bool = Field(
+        False,
+        description="Store the free-text `userComment` of feedback. Off: only whether there was one is "
+        "stored, because free text can name the patient.",
+    )
+    feedback_max_items: int = Field(1000, ge=1, description="Feedback entries accepted in one request.")
+    explain_fhir_servers: list[str] = Field(
+        default_factory=list,
+        description="FHIR server URL prefixes the explain endpoint may fetch missing prefetch from. Empty: "
+        "explain evaluates only the data sent in the body (fhirServer/fhirAuthorization are ignored).",
+    )
 
     # --- Operations ---
     log_format: LogFormat = Field(LogFormat.text, description="text | json (one JSON object per line).")

@@ -1,7 +1,10 @@
 """The application factory: ``create_app(settings)``; ``uvicorn --factory cds_service.main:create_app``.
 
 Rules are loaded and validated here, before the server accepts anything: an invalid rule file stops the
-service with one clear message. Long-lived clients are opened and closed in the lifespan.
+service with one clear message. Long-lived clients are opened and closed in the lifespan, and so is the
+audit trail: migrations are applied at start-up (a database that is down does not stop the service), the
+audit writer runs in the background, and on shutdown it writes or spools what is queued, within
+``CDS_AUDIT_SHUTDOWN_SECONDS``. JWT replay detection uses the database, shared by every worker.
 """
 
 from __future__ import annotations
@@ -16,15 +19,16 @@ from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
 from cds_service import __version__
-from cds_service.api import discovery, errors, hooks, openapi_docs, rules
+from cds_service.api import audit, discovery, errors, explain, feedback, hooks, openapi_docs, rules
 from cds_service.api.deps import AppState
+from cds_service.audit import AuditTrail
 from cds_service.cards import IdFactory, new_id
 from cds_service.config import AuthMode, Settings
 from cds_service.fhir.client import FhirClient, FhirLimits
 from cds_service.logs import quiet_http_clients
 from cds_service.orchestrate import Clock, Orchestrator, utc_now
 from cds_service.registry import load_ruleset
-from cds_service.security import ClientAuthenticator, MemoryReplayCache, load_trusted_clients
+from cds_service.security import ClientAuthenticator, load_trusted_clients
 
 logger = logging.getLogger(__name__)
 
@@ -32,7 +36,19 @@ DESCRIPTION = """
 CDS Hooks 2.0.1 service for **hip flexion weakness** and its red flags.
 
 - EHRs call `POST /cds-services/{id}` (see `GET /cds-services`).
-- Clinical safety reviewers read every rule and value set under **Rules** (`GET /rules`, `GET /rules/{id}`).
+- EHRs report what clinicians did with a card to `POST /cds-services/{id}/feedback`.
+- Clinical safety reviewers read every rule and value set under **Rules** (`GET /rules`, `GET /rules/{id}`,
+  `GET /valuesets`), public.
+- Under **Audit** (click *Authorize* and paste the audit token, `CDS_AUDIT_TOKEN`; `make run` prints one):
+  every hook call with the rules that fired, on which facts, the cards returned and the feedback on them
+  (`GET /audit/invocations`, `GET /audit/invocations/{hookInstance}`), statistics per rule and category
+  (`GET /audit/stats`), and `POST /explain/{id}`: the cards and full trace for a request you send.
+
+**Why was this card shown to this patient, and what did clinicians do with it?**
+1. `GET /audit/invocations?patient=<the patient id>` (or `?card=<card uuid>`): the calls, newest first.
+2. `GET /audit/invocations/{hookInstance}`: each rule, fired or not and on which data (resource type, id,
+   code, date); the cards returned, and under each card the feedback (accepted / overridden, reasons).
+3. `GET /rules/{id}` for a rule named there: its logic in words, evidence, codes and card text.
 """
 
 
@@ -55,6 +71,17 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        _make_data_dir(settings)
+        trail = AuditTrail(settings, ruleset)
+        await trail.start()
+        try:
+            async with _serving(app, trail):
+                yield
+        finally:
+            await trail.close()
+
+    @asynccontextmanager
+    async def _serving(app: FastAPI, trail: AuditTrail) -> AsyncIterator[None]:
         timeout = httpx.Timeout(
             settings.fhir_time_budget_seconds, connect=settings.fhir_connect_timeout_seconds
         )
@@ -78,14 +105,16 @@ def create_app(
                 authenticator = ClientAuthenticator(
                     clients,
                     http,
-                    MemoryReplayCache(),
+                    trail.replay_cache,
                     leeway_seconds=settings.jwt_leeway_seconds,
                     max_lifetime_seconds=settings.jwt_max_lifetime_seconds,
                     jwks_cache_seconds=settings.jwks_cache_seconds,
                     jwks_timeout_seconds=settings.jwks_timeout_seconds,
                 )
-            orchestrator = Orchestrator(settings, ruleset, fhir, clock=clock, id_factory=id_factory)
-            app.state.cds = AppState(settings, ruleset, orchestrator, authenticator, http)
+            orchestrator = Orchestrator(
+                settings, ruleset, fhir, clock=clock, id_factory=id_factory, audit=trail.writer
+            )
+            app.state.cds = AppState(settings, ruleset, orchestrator, authenticator, http, trail)
             _settle_memory()
             logger.info(
                 "ready: %d services, %d rules (rules version %s)",
@@ -103,6 +132,11 @@ def create_app(
         openapi_tags=[
             {"name": "CDS Hooks", "description": "The CDS Hooks 2.0.1 endpoints EHRs call."},
             {"name": "Rules", "description": "Every rule and value set, for clinical safety review."},
+            {
+                "name": "Audit",
+                "description": "What the service did and what clinicians did with it. Needs the audit token "
+                "(*Authorize*), not the EHR's JWT.",
+            },
         ],
     )
     app.add_middleware(
@@ -113,10 +147,26 @@ def create_app(
         max_age=600,
     )
     errors.install(app)
-    for router in (discovery.router, hooks.router, rules.router):
+    for router in (
+        discovery.router,
+        feedback.router,
+        hooks.router,
+        rules.router,
+        explain.router,
+        audit.router,
+    ):
         app.include_router(router)
     openapi_docs.install(app)
+    feedback.install_openapi(app)
     return app
+
+
+def _make_data_dir(settings: Settings) -> None:
+    """The SQLite file and the audit spool live here; a missing or read-only one is logged, not fatal."""
+    try:
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        logger.error("data directory %s cannot be created: %s", settings.data_dir, exc.strerror or exc)
 
 
 def _settle_memory() -> None:

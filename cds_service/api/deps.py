@@ -1,17 +1,29 @@
-"""Dependencies as named ``Annotated`` aliases: handler signatures read as a list of what they need."""
+"""Dependencies as named ``Annotated`` aliases: handler signatures read as a list of what they need.
+
+Two credentials, never interchangeable: the EHR's signed JWT (``CallerDep``: hook calls, feedback) and
+the reviewers' audit token (``AuditAccess``: audit and explain endpoints), a bearer token compared in
+constant time with ``CDS_AUDIT_TOKEN``.
+"""
 
 from __future__ import annotations
 
+import hmac
+import logging
 from dataclasses import dataclass
 from typing import Annotated
 
 import httpx
-from fastapi import Depends, Request
+from fastapi import Depends, Request, Security
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
+from cds_service.api.errors import Unauthorized
+from cds_service.audit import AuditTrail
 from cds_service.config import Settings
 from cds_service.orchestrate import Caller, Orchestrator
 from cds_service.registry import RuleSet
 from cds_service.security import ClientAuthenticator
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -23,6 +35,7 @@ class AppState:
     orchestrator: Orchestrator
     authenticator: ClientAuthenticator | None  # None: CDS_AUTH=off
     http: httpx.AsyncClient
+    audit: AuditTrail
 
 
 def get_state(request: Request) -> AppState:
@@ -65,3 +78,27 @@ async def optional_caller(request: Request, state: StateDep) -> Caller:
 
 CallerDep = Annotated[Caller, Depends(required_caller)]
 OptionalCallerDep = Annotated[Caller, Depends(optional_caller)]
+
+
+audit_bearer = HTTPBearer(
+    auto_error=False,
+    scheme_name="AuditToken",
+    description="The reviewers' credential: `Authorization: Bearer <CDS_AUDIT_TOKEN>`. Not the EHR's JWT. "
+    "`make run` prints a generated one.",
+)
+
+
+async def require_audit_token(
+    state: StateDep,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Security(audit_bearer)],
+) -> None:
+    """401 unless the request carries the audit token (always 401 when none is configured)."""
+    expected = state.settings.audit_token
+    if expected is None or credentials is None:
+        raise Unauthorized()
+    if not hmac.compare_digest(credentials.credentials.encode(), expected.get_secret_value().encode()):
+        logger.warning("audit credential refused")
+        raise Unauthorized()
+
+
+AuditAccess = Security(require_audit_token)

@@ -17,6 +17,7 @@ from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from cds_service.audit.database import StoreUnavailable
 from cds_service.orchestrate import HookMismatch, InvalidContext
 from cds_service.prefetch import InvalidPrefetch, PrefetchUnavailable
 from cds_service.registry import UnknownService
@@ -125,6 +126,11 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(Unauthorized)
     async def _unauthorized(_: Request, _exc: Unauthorized) -> Response:
         return outcome(401, "security", "Authentication required", headers={"WWW-Authenticate": "Bearer"})
+
+    @app.exception_handler(StoreUnavailable)
+    async def _store(request: Request, exc: StoreUnavailable) -> Response:
+        retry = str(max(1, round(request.app.state.cds.settings.audit_retry_seconds)))
+        return outcome(503, "transient", str(exc), headers={"Retry-After": retry})
 
     @app.exception_handler(RequestTooLarge)
     async def _too_large(_: Request, exc: RequestTooLarge) -> Response:

@@ -1,0 +1,79 @@
+"""``POST /explain/{id}``: the cards for a hook request plus the full evaluation trace, recording nothing.
+
+For reviewers and rule authors: send the body an EHR would send and see every rule, fired or not, with
+the data behind each condition (including the EHR's display texts, which the audit trail never stores),
+and what could not be read. It needs the audit token, not an EHR JWT, and writes no audit record.
+
+It fetches missing prefetch only from servers listed in ``CDS_EXPLAIN_FHIR_SERVERS``: otherwise anyone
+holding the audit token could make the service call arbitrary URLs. Without that setting, ``fhirServer``
+and ``fhirAuthorization`` are ignored and the body's prefetch is all that is evaluated.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from fastapi import APIRouter, Request, Response
+
+from cds_service.api import openapi_docs
+from cds_service.api.body import read_json_object
+from cds_service.api.deps import AuditAccess, StateDep, base_url
+from cds_service.audit.views import ExplainResponse
+from cds_service.orchestrate import Caller
+from cds_service.schemas import OperationOutcome
+from cds_service.trace import evaluation_trace
+
+router = APIRouter(tags=["Audit"], dependencies=[AuditAccess])
+
+
+def _error(description: str) -> dict[str, Any]:
+    return {"description": description, "model": OperationOutcome}
+
+
+@router.post(
+    "/explain/{service_id}",
+    summary="Explain: the cards for a request, with every rule's evaluation (records nothing)",
+    operation_id="explain",
+    response_class=Response,
+    responses={
+        200: {
+            "description": "Cards, prefetch status and the full evaluation trace.",
+            "model": ExplainResponse,
+        },
+        400: _error("Malformed body, wrong hook for the service, or missing/invalid context."),
+        401: _error("Missing or wrong audit token."),
+        404: _error("Unknown service id."),
+        412: _error("Required prefetch is missing and may not be fetched (see CDS_EXPLAIN_FHIR_SERVERS)."),
+        413: _error("Request body too large."),
+        415: _error("Body is not JSON."),
+    },
+    openapi_extra=openapi_docs.hook_request_body(),
+)
+async def explain(service_id: str, request: Request, state: StateDep) -> Response:
+    """Evaluate the request exactly as `POST /cds-services/{id}` would and return, besides the cards:
+
+    - `trace.rules`: every rule with its version, whether it **fired** (or matched but was gated), the
+      facts it fired on (resource type, id, code, date, value, and here the EHR's display text) and each
+      condition (`leaves`) with its result;
+    - `trace.unreadable`: resources the engine could not use and whether they could hide a red flag;
+    - `prefetch`: for each key, supplied / fetched / null / failed.
+
+    Nothing is written to the audit trail. Missing prefetch is fetched only from
+    `CDS_EXPLAIN_FHIR_SERVERS`; otherwise only the prefetch in the body is evaluated.
+    """
+    body = await read_json_object(request, state.settings.max_request_bytes)
+    allowed = tuple(state.settings.explain_fhir_servers)
+    if not allowed:
+        body.pop("fhirServer", None)
+        body.pop("fhirAuthorization", None)
+    outcome = await state.orchestrator.call(
+        service_id, body, Caller(fhir_servers=allowed), base_url(request, state.settings), record=False
+    )
+    document = {
+        "cards": outcome.response.wire()["cards"],
+        "prefetch": {key: result.status for key, result in outcome.prefetch.keys.items()},
+        "trace": evaluation_trace(outcome.evaluation, state.ruleset.version, include_text=True),
+        "recorded": False,
+    }
+    return Response(orjson.dumps(document), media_type="application/json")

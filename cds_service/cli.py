@@ -19,6 +19,8 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from cds_service.config import Environment, Settings
+from cds_service.logs import logging_config
+from cds_service.metrics import prepare_multiprocess_dir
 
 
 @dataclass(frozen=True)
@@ -48,32 +50,51 @@ def run_serve(args: argparse.Namespace) -> int:
 
     settings = load_settings()
     if settings.env is not Environment.production:
-        _local_secrets()
+        _local_secrets(args.port)
         settings = load_settings()
     try:
         load_ruleset(settings.rules_dir, settings.extra_valuesets_dir)
     except RuleFileError as exc:
         raise SystemExit(f"cds-service: invalid rule file: {exc}") from None
+    if settings.env is Environment.production:
+        _require_database(settings)
+    prepare_multiprocess_dir(str(settings.data_dir / f"prometheus-{args.port}"))
     uvicorn.run(
         "cds_service.main:create_app",
         factory=True,
         host=args.host,
         port=args.port,
         workers=args.workers,
-        log_level=settings.log_level.lower(),
+        log_config=logging_config(settings),
         access_log=False,
         proxy_headers=True,
+        timeout_graceful_shutdown=int(settings.shutdown_grace_seconds),
     )
     return 0
 
 
-def _local_secrets() -> None:
+def _require_database(settings: Settings) -> None:
+    """Production: refuse to start without the database (a later outage is survived and spooled)."""
+    from cds_service.audit.database import Database, describe_error
+
+    database = Database.from_settings(settings)
+    try:
+        database.ping()
+    except Exception as exc:
+        raise SystemExit(
+            f"cds-service: database unreachable ({database.describe()}): {describe_error(exc)}"
+        ) from None
+    finally:
+        database.close()
+
+
+def _local_secrets(port: int) -> None:
     """Development: one random audit token and hash key shared by all workers (set before they start)."""
     if not os.environ.get("CDS_AUDIT_TOKEN"):
         os.environ["CDS_AUDIT_TOKEN"] = secrets.token_urlsafe(24)
         print(
             "cds-service: generated a local audit token for this run. Use it for /audit and /explain:\n"
-            f"  curl -H 'Authorization: Bearer {os.environ['CDS_AUDIT_TOKEN']}' http://127.0.0.1:8080/audit/stats",
+            f"  curl -H 'Authorization: Bearer {os.environ['CDS_AUDIT_TOKEN']}' http://127.0.0.1:{port}/audit/stats",
             file=sys.stderr,
         )
     os.environ.setdefault("CDS_PATIENT_HASH_SECRET", secrets.token_urlsafe(32))
@@ -212,6 +233,24 @@ def migrate_arguments(p: argparse.ArgumentParser) -> None:
     p.description = "Apply the database migrations (CDS_DATABASE_URL, else the SQLite file in CDS_DATA_DIR)."
 
 
+# -- settings-doc ---------------------------------------------------------------------------------------
+
+
+def run_settings_doc(args: argparse.Namespace) -> int:
+    from cds_service.settings_doc import embed, settings_reference
+
+    if args.update:
+        path = Path(args.update)
+        path.write_text(embed(path.read_text()))
+    else:
+        sys.stdout.write(settings_reference())
+    return 0
+
+
+def settings_doc_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--update", metavar="FILE", help="rewrite the reference between the markers in FILE")
+
+
 COMMANDS: dict[str, Subcommand] = {
     "serve": Subcommand("run the service with uvicorn", serve_arguments, run_serve),
     "export-openapi": Subcommand(
@@ -222,6 +261,11 @@ COMMANDS: dict[str, Subcommand] = {
     ),
     "check": Subcommand(
         "call the service for one patient on a FHIR server and show the cards", check_arguments, run_check
+    ),
+    "settings-doc": Subcommand(
+        "print the settings reference (markdown) generated from the settings model",
+        settings_doc_arguments,
+        run_settings_doc,
     ),
     "migrate": Subcommand(
         "apply the database migrations (also done at start-up)", migrate_arguments, run_migrate

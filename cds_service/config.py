@@ -150,6 +150,15 @@ class Settings(BaseSettings):
     )
 
     # --- Operations ---
+    shutdown_grace_seconds: float = Field(
+        15.0, gt=0, le=300, description="On SIGTERM: how long in-flight calls may finish before workers stop."
+    )
+    ready_max_audit_backlog: int = Field(
+        10_000, ge=0, description="/readyz fails when more audit records than this wait in the spool."
+    )
+    metrics_token: SecretStr | None = Field(
+        None, description="Bearer token required by /metrics (unset: open; restrict it at the network)."
+    )
     log_format: LogFormat = Field(LogFormat.text, description="text | json (one JSON object per line).")
     log_level: str = Field("INFO", description="Python logging level.")
     cors_origins: list[str] = Field(

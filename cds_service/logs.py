@@ -1,4 +1,5 @@
-"""Logging set-up: one line per event, text by default or JSON (``CDS_LOG_FORMAT=json``).
+"""Logging: one line per event, text by default or JSON (``CDS_LOG_FORMAT=json``), each line carrying the
+request's correlation id (the hookInstance once the request is parsed, else a generated request id).
 
 Modules log through ``logging.getLogger(__name__)`` with %-style arguments. What is logged is chosen at
 the call sites to exclude PHI and secrets (no tokens, names, identifiers or patient ids).
@@ -8,10 +9,22 @@ from __future__ import annotations
 
 import json
 import logging
-import sys
+import logging.config
+from contextvars import ContextVar
 from datetime import UTC, datetime
+from typing import Any
 
 from cds_service.config import LogFormat, Settings
+
+correlation_id: ContextVar[str] = ContextVar("correlation_id", default="-")
+
+
+class CorrelationFilter(logging.Filter):
+    """Stamps every record with the current request's correlation id."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.correlation_id = correlation_id.get()
+        return True
 
 
 class JsonFormatter(logging.Formatter):
@@ -20,26 +33,51 @@ class JsonFormatter(logging.Formatter):
             "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
             "level": record.levelname,
             "logger": record.name,
+            "correlation_id": getattr(record, "correlation_id", "-"),
             "message": record.getMessage(),
         }
-        for key in ("correlation_id",):
-            if hasattr(record, key):
-                entry[key] = getattr(record, key)
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)
         return json.dumps(entry, ensure_ascii=False)
 
 
+TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s [%(correlation_id)s] %(message)s"
+
+
+def logging_config(settings: Settings) -> dict[str, Any]:
+    """A ``logging.config.dictConfig`` for the process: uvicorn applies it in every worker."""
+    level = settings.log_level.upper()
+    formatter = (
+        {"()": "cds_service.logs.JsonFormatter"}
+        if settings.log_format is LogFormat.json
+        else {"format": TEXT_FORMAT}
+    )
+    return {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "filters": {"correlation": {"()": "cds_service.logs.CorrelationFilter"}},
+        "formatters": {"default": formatter},
+        "handlers": {
+            "default": {
+                "class": "logging.StreamHandler",
+                "stream": "ext://sys.stderr",
+                "formatter": "default",
+                "filters": ["correlation"],
+            }
+        },
+        "root": {"handlers": ["default"], "level": level},
+        "loggers": {
+            "uvicorn": {"handlers": [], "level": level, "propagate": True},
+            "uvicorn.error": {"handlers": [], "level": level, "propagate": True},
+            "uvicorn.access": {"handlers": [], "level": "WARNING", "propagate": True},
+            "httpx": {"level": "WARNING"},
+            "httpcore": {"level": "WARNING"},
+        },
+    }
+
+
 def configure_logging(settings: Settings) -> None:
-    handler = logging.StreamHandler(sys.stderr)
-    if settings.log_format is LogFormat.json:
-        handler.setFormatter(JsonFormatter())
-    else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    root = logging.getLogger()
-    root.handlers[:] = [handler]
-    root.setLevel(settings.log_level.upper())
-    quiet_http_clients()
+    logging.config.dictConfig(logging_config(settings))
 
 
 def quiet_http_clients() -> None:

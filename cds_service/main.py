@@ -9,6 +9,7 @@ audit writer runs in the background, and on shutdown it writes or spools what is
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import logging
 from collections.abc import AsyncIterator
@@ -19,18 +20,21 @@ from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
 from cds_service import __version__
-from cds_service.api import audit, discovery, errors, explain, feedback, hooks, openapi_docs, rules
+from cds_service.api import audit, discovery, errors, explain, feedback, hooks, openapi_docs, ops, rules
 from cds_service.api.deps import AppState
+from cds_service.api.middleware import RequestContextMiddleware
 from cds_service.audit import AuditTrail
 from cds_service.cards import IdFactory, new_id
-from cds_service.config import AuthMode, Settings
+from cds_service.config import AuthMode, Environment, Settings
 from cds_service.fhir.client import FhirClient, FhirLimits
 from cds_service.logs import quiet_http_clients
+from cds_service.metrics import Metrics, forget_dead_workers
 from cds_service.orchestrate import Clock, Orchestrator, utc_now
 from cds_service.registry import load_ruleset
 from cds_service.security import ClientAuthenticator, load_trusted_clients
 
 logger = logging.getLogger(__name__)
+AUDIT_METRICS_SECONDS = 5.0
 
 DESCRIPTION = """
 CDS Hooks 2.0.1 service for **hip flexion weakness** and its red flags.
@@ -69,14 +73,23 @@ def create_app(
             "CDS_AUTH=off: EHR calls are NOT authenticated. Never run this way with real patients."
         )
 
+    metrics = Metrics()
+
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         _make_data_dir(settings)
+        forget_dead_workers()
         trail = AuditTrail(settings, ruleset)
         await trail.start()
         try:
-            async with _serving(app, trail):
-                yield
+            if settings.env is Environment.production:
+                await _require_database(trail)
+            sync = asyncio.create_task(_sync_audit_metrics(trail, metrics))
+            try:
+                async with _serving(app, trail):
+                    yield
+            finally:
+                sync.cancel()
         finally:
             await trail.close()
 
@@ -99,6 +112,7 @@ def create_app(
                     max_resources=settings.fhir_max_resources_per_key,
                     page_size=settings.fhir_page_size,
                 ),
+                observe=lambda outcome, seconds: _observe_fhir(metrics, outcome, seconds),
             )
             authenticator = None
             if settings.auth is AuthMode.required:
@@ -112,9 +126,15 @@ def create_app(
                     jwks_timeout_seconds=settings.jwks_timeout_seconds,
                 )
             orchestrator = Orchestrator(
-                settings, ruleset, fhir, clock=clock, id_factory=id_factory, audit=trail.writer
+                settings,
+                ruleset,
+                fhir,
+                clock=clock,
+                id_factory=id_factory,
+                audit=trail.writer,
+                metrics=metrics,
             )
-            app.state.cds = AppState(settings, ruleset, orchestrator, authenticator, http, trail)
+            app.state.cds = AppState(settings, ruleset, orchestrator, authenticator, http, trail, metrics)
             _settle_memory()
             logger.info(
                 "ready: %d services, %d rules (rules version %s)",
@@ -132,12 +152,18 @@ def create_app(
         openapi_tags=[
             {"name": "CDS Hooks", "description": "The CDS Hooks 2.0.1 endpoints EHRs call."},
             {"name": "Rules", "description": "Every rule and value set, for clinical safety review."},
+            {"name": "Operations", "description": "Liveness, readiness and metrics for operators."},
             {
                 "name": "Audit",
                 "description": "What the service did and what clinicians did with it. Needs the audit token "
                 "(*Authorize*), not the EHR's JWT.",
             },
         ],
+    )
+    app.add_middleware(
+        RequestContextMiddleware,
+        metrics=metrics,
+        hooks_by_service={s.id: s.hook for s in ruleset.services.services},
     )
     app.add_middleware(
         CORSMiddleware,
@@ -154,11 +180,36 @@ def create_app(
         rules.router,
         explain.router,
         audit.router,
+        ops.router,
     ):
         app.include_router(router)
     openapi_docs.install(app)
     feedback.install_openapi(app)
     return app
+
+
+class StartupError(RuntimeError):
+    """The service must not start (production without its database)."""
+
+
+async def _require_database(trail: AuditTrail) -> None:
+    """Production fails fast when the database is unreachable at start-up (an outage later is survived)."""
+    try:
+        await asyncio.wait_for(trail.database.run(trail.database.ping), 10)
+    except Exception as exc:
+        raise StartupError(f"database unreachable at start-up ({trail.database.describe()})") from exc
+
+
+async def _sync_audit_metrics(trail: AuditTrail, metrics: Metrics) -> None:
+    """Every worker publishes its audit counters (backlog, failures, spool) every few seconds."""
+    while True:
+        metrics.record_audit(trail.counters())
+        await asyncio.sleep(AUDIT_METRICS_SECONDS)
+
+
+def _observe_fhir(metrics: Metrics, outcome: str, seconds: float) -> None:
+    metrics.fhir_requests.labels(outcome).inc()
+    metrics.fhir_duration.observe(seconds)
 
 
 def _make_data_dir(settings: Settings) -> None:

@@ -23,6 +23,8 @@ from cds_service.engine.dates import utc_today
 from cds_service.engine.evaluate import DataNote, Evaluation
 from cds_service.engine.model import ServiceSpec
 from cds_service.fhir.client import FhirClient
+from cds_service.logs import correlation_id
+from cds_service.metrics import Metrics
 from cds_service.prefetch import Resolved, fhir_access, resolve
 from cds_service.registry import RuleSet
 from cds_service.schemas import (
@@ -104,6 +106,7 @@ class Orchestrator:
         clock: Clock = utc_now,
         id_factory: IdFactory = new_id,
         audit: AuditSink | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         self.settings = settings
         self.ruleset = ruleset
@@ -111,6 +114,7 @@ class Orchestrator:
         self.clock = clock
         self.id_factory = id_factory
         self.audit: AuditSink = audit or NullAudit()
+        self.metrics = metrics
         self._slots = asyncio.Semaphore(settings.max_concurrent_hook_calls)
 
     async def call(
@@ -125,6 +129,7 @@ class Orchestrator:
         """Answer one hook call. Raises domain errors (unknown service, bad envelope, 412)."""
         service = self.ruleset.service(service_id)
         request = HookRequest.model_validate(body)
+        correlation_id.set(request.hookInstance)
         if request.hook != service.hook:
             raise HookMismatch(
                 f"service {service.id!r} answers hook {service.hook!r}, not {request.hook[:64]!r}"
@@ -169,6 +174,16 @@ class Orchestrator:
                 _log_call(service, request, outcome, (time.perf_counter() - t0) * 1000)
                 if outcome is not None and record:
                     self.audit.submit(outcome)
+                    self._count(outcome)
+
+    def _count(self, outcome: HookOutcome) -> None:
+        if self.metrics is None:
+            return
+        for card in outcome.response.cards:
+            category = card.source.topic.code if card.source.topic else "none"
+            self.metrics.cards.labels(category, card.indicator.value).inc()
+        for key, result in outcome.prefetch.keys.items():
+            self.metrics.prefetch_keys.labels(key, result.status).inc()
 
     def _evaluate(
         self, service: ServiceSpec, context: PatientViewContext, resolved: Resolved, now: datetime

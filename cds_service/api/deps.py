@@ -19,9 +19,10 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from cds_service.api.errors import Unauthorized
 from cds_service.audit import AuditTrail
 from cds_service.config import Settings
+from cds_service.metrics import Metrics
 from cds_service.orchestrate import Caller, Orchestrator
 from cds_service.registry import RuleSet
-from cds_service.security import ClientAuthenticator
+from cds_service.security import AuthenticationFailed, ClientAuthenticator
 
 logger = logging.getLogger(__name__)
 
@@ -36,6 +37,7 @@ class AppState:
     authenticator: ClientAuthenticator | None  # None: CDS_AUTH=off
     http: httpx.AsyncClient
     audit: AuditTrail
+    metrics: Metrics
 
 
 def get_state(request: Request) -> AppState:
@@ -62,7 +64,11 @@ async def _caller(request: Request, state: StateDep, required: bool) -> Caller:
     header = request.headers.get("authorization")
     if state.authenticator is None or (header is None and not required):
         return Caller()
-    identity = await state.authenticator.authenticate(header, audience(request, state.settings))
+    try:
+        identity = await state.authenticator.authenticate(header, audience(request, state.settings))
+    except AuthenticationFailed as exc:
+        state.metrics.auth_failures.labels(exc.reason).inc()
+        raise
     return Caller(identity.iss, identity.tenant, identity.fhir_servers)
 
 

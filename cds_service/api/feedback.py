@@ -188,6 +188,7 @@ async def send_feedback(service_id: str, request: Request, state: StateDep, call
         store_comments=state.settings.audit_store_user_comments,
     )
     await state.audit.record_feedback(entries)
+    state.metrics.record_feedback(entry.outcome for entry in entries)
     return Response(orjson.dumps({}), media_type="application/json")
 
 

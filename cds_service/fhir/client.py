@@ -10,8 +10,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urljoin, urlsplit, urlunsplit
@@ -49,15 +51,37 @@ class FhirLimits:
     page_size: int = 500
 
 
+Observer = Callable[[str, float], None]
+"""Told the outcome ("ok" or the error class) and duration of every request: metrics, never the URL."""
+
+
 class FhirClient:
     """Stateless apart from the shared connection pool; the token is passed per call, never stored."""
 
-    def __init__(self, http: httpx.AsyncClient, limits: FhirLimits | None = None) -> None:
+    def __init__(
+        self, http: httpx.AsyncClient, limits: FhirLimits | None = None, observe: Observer | None = None
+    ) -> None:
         self.http = http
         self.limits = limits or FhirLimits()
+        self.observe = observe
 
     async def get(self, url: str, token: str | None) -> dict[str, Any]:
         """GET one FHIR JSON resource (absolute URL)."""
+        started = time.perf_counter()
+        outcome = "ok"
+        try:
+            return await self._get(url, token)
+        except FhirError as exc:
+            outcome = type(exc).__name__
+            raise
+        except asyncio.CancelledError:
+            outcome = "cancelled"
+            raise
+        finally:
+            if self.observe is not None:
+                self.observe(outcome, time.perf_counter() - started)
+
+    async def _get(self, url: str, token: str | None) -> dict[str, Any]:
         headers = {"Accept": FHIR_JSON}
         if token:
             headers["Authorization"] = f"Bearer {token}"

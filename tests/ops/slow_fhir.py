@@ -1,0 +1,55 @@
+"""A real, deliberately slow FHIR server (threads, loopback) serving one patient's searches: keeps hook
+calls in flight long enough to send a signal in the middle of them."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import urlsplit
+
+from cds_service.fixtures import searchset
+
+
+@contextmanager
+def slow_fhir_server(resources: list[Mapping[str, Any]], delay: float) -> Iterator[str]:
+    by_type: dict[str, list[Mapping[str, Any]]] = {}
+    for r in resources:
+        by_type.setdefault(str(r["resourceType"]), []).append(r)
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            time.sleep(delay)
+            path = urlsplit(self.path).path.removeprefix("/fhir/")
+            rtype, _, rid = path.partition("/")
+            body: Any = (
+                next((r for r in by_type.get(rtype, []) if r.get("id") == rid), None)
+                if rid
+                else (searchset(by_type.get(rtype, [])))
+            )
+            data = json.dumps(
+                body
+                or {"resourceType": "OperationOutcome", "issue": [{"severity": "error", "code": "not-found"}]}
+            ).encode()
+            self.send_response(200 if body else 404)
+            self.send_header("Content-Type", "application/fhir+json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def log_message(self, *args: Any) -> None:
+            return None
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/fhir"
+    finally:
+        server.shutdown()
+        server.server_close()

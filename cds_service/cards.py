@@ -12,14 +12,12 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
 from uuid import uuid4
-
-from fhir.resources.R4B.servicerequest import ServiceRequest
 
 from cds_service.engine.evaluate import DataNote, Evaluation, RuleResult
 from cds_service.engine.model import CategorySpec, OrderSpec
 from cds_service.engine.records import Record
+from cds_service.orders import service_request
 from cds_service.registry import RuleSet
 from cds_service.schemas import (
     Action,
@@ -191,7 +189,8 @@ def _orders(category: CategorySpec, results: Sequence[RuleResult]) -> list[Order
 def _suggestion(
     order: OrderSpec, results: Sequence[RuleResult], ruleset: RuleSet, ctx: CardContext
 ) -> Suggestion:
-    resource = service_request(order, results, ruleset, ctx.patient_id)
+    reasons = (r.id for res in results for r in res.evidence if r.resource_type == "Condition" and r.id)
+    resource = service_request(ruleset.order_templates[order.id], ctx.patient_id, reasons)
     return Suggestion(
         label=order.label,
         uuid=ctx.id_factory(),
@@ -207,38 +206,3 @@ def _withdraw(draft: Record, ctx: CardContext) -> Suggestion:
         uuid=ctx.id_factory(),
         actions=[Action(type="delete", description=label, resourceId=draft.ref())],
     )
-
-
-def service_request(
-    order: OrderSpec, results: Sequence[RuleResult], ruleset: RuleSet, patient_id: str
-) -> dict[str, Any]:
-    """A draft FHIR R4 ServiceRequest, validated with fhir.resources R4B before it leaves the service."""
-    systems = ruleset.terminology.systems
-    reasons = list(
-        dict.fromkeys(
-            r.ref() for res in results for r in res.evidence if r.resource_type == "Condition" and r.id
-        )
-    )[:10]
-    data: dict[str, Any] = {
-        "resourceType": "ServiceRequest",
-        "status": "draft",
-        "intent": "order",
-        "priority": order.priority,
-        "code": {
-            "coding": [
-                {
-                    "system": systems[c.system].uri if c.system in systems else c.system,
-                    "code": c.code,
-                    "display": c.display,
-                }
-                for c in order.codes
-            ],
-            "text": order.label,
-        },
-        "subject": {"reference": f"Patient/{patient_id}"},
-    }
-    if reasons:
-        data["reasonReference"] = [{"reference": ref} for ref in reasons]
-    if order.note:
-        data["note"] = [{"text": order.note}]
-    return ServiceRequest.model_validate(data).model_dump(mode="json", exclude_none=True)

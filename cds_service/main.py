@@ -223,7 +223,5 @@ def _make_data_dir(settings: Settings) -> None:
 def _settle_memory() -> None:
     """Move start-up objects out of the cyclic GC's way: full collections over ~50k framework objects
     otherwise add 35-45 ms pauses once request bodies pass ~50 KB (docs/performance.md)."""
-    from cds_service.cards import service_request  # noqa: F401  warm the fhir.resources model import
-
     gc.collect()
     gc.freeze()

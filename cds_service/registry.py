@@ -42,6 +42,7 @@ from cds_service.engine.model import (
 )
 from cds_service.engine.records import Normaliser, QuantityKind, StatusPolicy
 from cds_service.engine.terminology import CodeSystem, Terminology, ValueSet, ValueSetEntry
+from cds_service.orders import order_template
 
 logger = logging.getLogger(__name__)
 M = TypeVar("M", bound=BaseModel)
@@ -73,6 +74,7 @@ class RuleSet:
     services: ServicesFile
     red_flag_valuesets: frozenset[str]
     valueset_files: Mapping[str, ValueSetFile]
+    order_templates: Mapping[str, dict[str, Any]]  # order id -> validated draft ServiceRequest
 
     def service(self, service_id: str) -> ServiceSpec:
         for spec in self.services.services:
@@ -209,6 +211,7 @@ def load_ruleset(rules_dir: Path, extra_valuesets_dir: Path | None = None) -> Ru
     red_flag_vs = frozenset(
         vs for r in ordered if r.spec.pathway == policy.red_flag_pathway for vs in r.valuesets
     )
+    order_templates = _order_templates(categories, ordered, systems)
     for service in services.services:
         for key in service.required_prefetch:
             if key not in service.prefetch:
@@ -223,6 +226,7 @@ def load_ruleset(rules_dir: Path, extra_valuesets_dir: Path | None = None) -> Ru
         services=services,
         red_flag_valuesets=red_flag_vs,
         valueset_files=valueset_files,
+        order_templates=order_templates,
     )
 
 
@@ -244,6 +248,25 @@ def _load(path: Path, model: type[M], digest: Any) -> M:
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"]) or "(top level)"
         raise RuleFileError(f"{path}: {where}: {first['msg']} ({exc.error_count()} problem(s))") from exc
+
+
+def _order_templates(
+    categories: CategoriesFile, rules: Sequence[CompiledRule], systems: Mapping[str, CodeSystem]
+) -> dict[str, dict[str, Any]]:
+    """Every order any card can suggest, as a ServiceRequest validated with fhir.resources R4B."""
+    templates: dict[str, dict[str, Any]] = {}
+    specs = [(f"categories.yaml {c.code}", c.order) for c in categories.categories]
+    specs += [(f"rule {r.id}", order) for r in rules for order in r.spec.orders]
+    for where, order in specs:
+        try:
+            template = order_template(order, systems)
+        except ValidationError as exc:
+            raise RuleFileError(
+                f"{where}: order {order.id} is not a valid ServiceRequest: {exc.errors()[0]}"
+            ) from exc
+        if templates.setdefault(order.id, template) != template:
+            raise RuleFileError(f"{where}: order id {order.id!r} is used for two different orders")
+    return templates
 
 
 def _system_uri(systems: Mapping[str, CodeSystem], name: str, where: str) -> str:

@@ -97,7 +97,7 @@ def build_record(outcome: HookOutcome, pseudonym: PatientPseudonym, rules_versio
         red_flag=evaluation.red_flag,
         highest_indicator=highest.indicator.value if highest else None,
         unreadable_count=len(evaluation.unreadable),
-        trace=evaluation_trace(evaluation, rules_version, include_text=False),
+        trace=evaluation_trace(evaluation, rules_version, include_text=False, compact=True),
         fired=[
             FiredRule(rule_id=r.rule.id, rule_version=r.rule.spec.version, pathway=r.rule.spec.pathway)
             for r in evaluation.results

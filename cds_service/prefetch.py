@@ -219,6 +219,8 @@ async def _fetch_all(
         try:
             if "?" in relative:
                 found = await fhir.search(base, relative, access.token)
+                if reported := _reported_error(found.outcomes):
+                    return KeyResult(key, "failed", problem=f"the FHIR server reported an error: {reported}")
                 return KeyResult(key, "fetched", found.resources)
             return KeyResult(key, "fetched", [await fhir.read(base, relative, access.token)])
         except FhirError as exc:
@@ -229,6 +231,10 @@ async def _fetch_all(
             found = await fhir.search(base, None, access.token, first_page=first)
         except FhirError as exc:
             return KeyResult(key, "failed", problem=f"later pages could not be fetched: {_short(exc)}")
+        if reported := _reported_error(found.outcomes):
+            return KeyResult(
+                key, "failed", problem=f"later pages: the FHIR server reported an error: {reported}"
+            )
         return KeyResult(key, "supplied", found.resources)
 
     jobs = {key: asyncio.ensure_future(fetch(key, t)) for key, t in to_fetch.items()}
@@ -243,11 +249,11 @@ async def _fetch_all(
                 fetched.problem = _join(results.get(key), fetched.problem or "")
             results[key] = fetched
         else:
-            results[key] = KeyResult(
-                key, "failed", problem=f"FHIR time budget of {budget_seconds:g} s exceeded"
-            )
+            problem = f"FHIR time budget of {budget_seconds:g} s exceeded"
             if task in done and not task.cancelled() and task.exception() is not None:
                 logger.error("prefetch %s: unexpected error %s", key, type(task.exception()).__name__)
+                problem = "the FHIR server's answer could not be read"
+            results[key] = KeyResult(key, "failed", problem=problem)
     if pending:
         await asyncio.gather(*pending, return_exceptions=True)
 
@@ -292,15 +298,40 @@ async def _fetch_referenced_medications(
 def _client_outcome(value: Mapping[str, Any]) -> str | None:
     """The EHR's reason when it sent an OperationOutcome instead of the data (error/fatal severity)."""
     if value.get("resourceType") == "OperationOutcome":
-        return outcome_text(value) or "OperationOutcome without details"
-    if value.get("resourceType") == "Bundle":
-        for entry in value.get("entry") or []:
+        return outcome_text(_well_formed(value)) or "OperationOutcome without details"
+    entries = value.get("entry")
+    if value.get("resourceType") == "Bundle" and isinstance(entries, list):
+        for entry in entries:
             resource = entry.get("resource") if isinstance(entry, Mapping) else None
             if not isinstance(resource, Mapping) or resource.get("resourceType") != "OperationOutcome":
                 continue
-            if outcome_is_error(resource):
-                return outcome_text(resource) or "OperationOutcome entry"
+            outcome = _well_formed(resource)
+            if outcome_is_error(outcome):
+                return outcome_text(outcome) or "OperationOutcome entry"
     return None
+
+
+def _reported_error(outcomes: list[dict[str, Any]]) -> str | None:
+    """What a server said in a 200 searchset's OperationOutcome of severity error/fatal (the search did
+    not complete: its results cannot be trusted to be all there is)."""
+    for outcome in outcomes:
+        checked = _well_formed(outcome)
+        if outcome_is_error(checked):
+            return (outcome_text(checked) or "OperationOutcome without details")[:300]
+    return None
+
+
+def _well_formed(outcome: Mapping[str, Any]) -> dict[str, Any]:
+    """The OperationOutcome's issues that have the FHIR shape (objects, ``details`` an object): the EHR's
+    JSON is untrusted, and an ``issue`` that is a number or a ``details`` that is a string must not fail
+    the call."""
+    issues = outcome.get("issue")
+    kept = []
+    for issue in issues if isinstance(issues, list) else []:
+        if isinstance(issue, Mapping):
+            details = issue.get("details")
+            kept.append({**issue, "details": details if isinstance(details, Mapping) else None})
+    return {"resourceType": "OperationOutcome", "issue": kept}
 
 
 def _bundle_resources(key: str, bundle: Mapping[str, Any]) -> list[dict[str, Any]]:
@@ -317,8 +348,9 @@ def _bundle_resources(key: str, bundle: Mapping[str, Any]) -> list[dict[str, Any
 
 
 def _has_next(bundle: Mapping[str, Any]) -> bool:
-    return any(
-        isinstance(link, Mapping) and link.get("relation") == "next" for link in bundle.get("link") or []
+    links = bundle.get("link")
+    return isinstance(links, list) and any(
+        isinstance(link, Mapping) and link.get("relation") == "next" for link in links
     )
 
 

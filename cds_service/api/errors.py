@@ -75,6 +75,36 @@ def validation_outcome(errors: Sequence[Any], prefix: str = "") -> Response:
     return Response(orjson.dumps(body), status_code=400, media_type=FHIR_JSON)
 
 
+def document_error_responses(schema: dict[str, Any]) -> dict[str, Any]:
+    """Make the OpenAPI document say what ``install`` does: every error is an OperationOutcome served as
+    ``application/fhir+json``, and a request that fails validation gets 400 (FastAPI documents 422 with
+    its own error model). Changes ``schema`` in place and returns it."""
+    outcome_schema = {"schema": {"$ref": "#/components/schemas/OperationOutcome"}}
+    for operations in schema.get("paths", {}).values():
+        for operation in operations.values():
+            responses: dict[str, Any] = operation.get("responses", {})
+            if "422" in responses:
+                del responses["422"]
+                responses.setdefault(
+                    "400",
+                    {"description": "A parameter or the body is invalid (the OperationOutcome names it)."},
+                )
+            for status, response in responses.items():
+                if not status.startswith(("4", "5")):
+                    continue
+                content = response.setdefault("content", {})
+                documented = content.pop("application/json", None) or content.get(FHIR_JSON)
+                content[FHIR_JSON] = documented if documented and documented.get("schema") else outcome_schema
+    components = schema.get("components", {}).get("schemas", {})
+    if (
+        "HTTPValidationError" in components
+        and "HTTPValidationError" not in orjson.dumps(schema.get("paths", {})).decode()
+    ):
+        components.pop("HTTPValidationError", None)
+        components.pop("ValidationError", None)
+    return schema
+
+
 def install(app: FastAPI) -> None:
     """Register the exception handlers on the app."""
 

@@ -13,6 +13,7 @@ from typing import Any
 import orjson
 from fastapi import APIRouter, FastAPI, Request, Response
 
+from cds_service.api import errors
 from cds_service.api.body import read_json_object
 from cds_service.api.deps import CallerDep, StateDep
 from cds_service.api.errors import RequestTooLarge
@@ -205,7 +206,7 @@ def install_openapi(app: FastAPI) -> None:
         for name, definition in request_schema.pop("$defs", {}).items():
             components.setdefault(name, definition)
         components["FeedbackRequest"] = request_schema
-        app.openapi_schema = schema
+        app.openapi_schema = errors.document_error_responses(schema)  # the last wrapper: every route
         return schema
 
     app.openapi = openapi  # type: ignore[method-assign]

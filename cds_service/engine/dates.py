@@ -67,18 +67,23 @@ def parse_fhir_date(value: object) -> FhirDate:
             moment -= sign * timedelta(hours=int(tz[1:3]), minutes=int(tz[4:6]))
         utc_day = moment.date()
         return FhirDate(utc_day, utc_day, text)
-    except ValueError as exc:  # e.g. month 13, February 30
+    except (ValueError, OverflowError) as exc:  # month 13, February 30, a zone past year 1 or 9999
         raise DateProblem(f"impossible date: {text[:40]!r}") from exc
 
 
 def plus_years(born: date, years: float) -> date:
-    """``born`` plus an age in years (Condition.onsetAge)."""
+    """``born`` plus an age in years (Condition.onsetAge); DateProblem past the calendar's range."""
+    if not -10_000 < years < 10_000:
+        raise DateProblem(f"age {years:g} is out of range")
     whole = int(years)
     try:
-        shifted = born.replace(year=born.year + whole)
-    except ValueError:  # 29 February
-        shifted = born.replace(year=born.year + whole, day=28)
-    return shifted + timedelta(days=round((years - whole) * 365.25))
+        try:
+            shifted = born.replace(year=born.year + whole)
+        except ValueError:  # 29 February
+            shifted = born.replace(year=born.year + whole, day=28)
+        return shifted + timedelta(days=round((years - whole) * 365.25))
+    except (ValueError, OverflowError) as exc:  # before year 1 or after 9999
+        raise DateProblem(f"age {years:g} gives a date out of range") from exc
 
 
 def utc_today(now: datetime) -> date:

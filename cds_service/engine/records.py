@@ -18,7 +18,10 @@ from typing import Any
 from cds_service.engine.dates import DateProblem, FhirDate, parse_fhir_date, plus_years
 from cds_service.engine.terminology import Terminology
 
+#: Dates before this are placeholders for "unknown" (0001-01-01, 1900-01-01), not clinical dates.
+EARLIEST_PLAUSIBLE = date(1900, 1, 2)
 SUPPORTED_TYPES = ("Condition", "Observation", "MedicationRequest", "MedicationStatement", "ServiceRequest")
+_SUPPORTED_FOLDED = frozenset(t.lower() for t in (*SUPPORTED_TYPES, "Patient"))
 
 
 class Status(StrEnum):
@@ -143,6 +146,8 @@ class Normaliser:
                     out.birth_date = _birth_date(resource) or out.birth_date
             elif rtype in SUPPORTED_TYPES:
                 self._one(resource, str(rtype), medications, patient_id, today, out)
+            elif not isinstance(rtype, str) or rtype.lower() in _SUPPORTED_FOLDED:
+                out.unreadable.append(_not_a_resource(resource, rtype))
         return out
 
     # -- per resource ------------------------------------------------------------------------------
@@ -166,7 +171,7 @@ class Normaliser:
             return
         valuesets, laterality, code = self.terminology.match_codings(codings)
         if not valuesets:
-            if not any(isinstance(c, dict) and c.get("system") and c.get("code") for c in codings):
+            if not any(_usable_coding(c) for c in codings):
                 out.unreadable.append(
                     Unreadable(
                         rtype,
@@ -188,6 +193,12 @@ class Normaliser:
         when, source = self._date(res, rtype, out.birth_date, problems)
         if when is not None and when.days_before(today) < -1:
             problems.append(f"date {when.text} is in the future; treated as undated")
+            when, source = None, "none"
+        elif when is not None and (
+            when.end < EARLIEST_PLAUSIBLE or (out.birth_date and when.end < out.birth_date)
+        ):
+            # 0001-01-01 (.NET DateTime.MinValue) and 1900-01-01 are how some systems write "no date"
+            problems.append(f"date {when.text} is before the patient's life; treated as undated")
             when, source = None, "none"
         fields: dict[str, Any] = {}
         if rtype == "Condition":
@@ -287,9 +298,14 @@ class Normaliser:
             if onset is None and isinstance(res.get("onsetAge"), Mapping):
                 age = res["onsetAge"].get("value")
                 if birth is not None and isinstance(age, int | float) and not isinstance(age, bool):
-                    d = plus_years(birth, float(age))
-                    return FhirDate(d, d, f"age {age}"), "onset"
-                problems.append("onsetAge without a readable birthDate or value")
+                    try:
+                        d = plus_years(birth, float(age))
+                    except DateProblem as exc:
+                        problems.append(f"onsetAge unreadable ({exc}); treated as undated")
+                    else:
+                        return FhirDate(d, d, f"age {age}"), "onset"
+                else:
+                    problems.append("onsetAge without a readable birthDate or value")
             if onset is None and "onsetString" in res:
                 problems.append("onset given only as text (onsetString)")
             candidates = [("onset", onset), ("recorded", res.get("recordedDate"))]
@@ -363,8 +379,11 @@ class Normaliser:
             "value_text": first[1] if first else _display(concept, codings),
             "present": self.negative_valueset not in valuesets,
         }
-        if kind is None or not kind.coded_values:
+        if kind is None or (valuesets and not kind.coded_values):
             return fields
+        if not kind.coded_values:  # a number is expected, and the code means nothing the rules know
+            problems.append(f"coded value {fields['value_text']!r} is not a {kind.id} value")
+            return None
         for coding in codings:
             if not isinstance(coding, dict):
                 continue
@@ -397,6 +416,28 @@ class Normaliser:
 
 
 # -- helpers ------------------------------------------------------------------------------------------
+
+
+def _usable_coding(coding: object) -> bool:
+    """A coding with a system and a code, both non-empty strings (``"code": 449813001`` is not one)."""
+    if not isinstance(coding, dict):
+        return False
+    system, code = coding.get("system"), coding.get("code")
+    return isinstance(system, str) and isinstance(code, str) and bool(system.strip()) and bool(code.strip())
+
+
+def _not_a_resource(resource: Mapping[str, Any], rtype: object) -> Unreadable:
+    """An entry that is not a FHIR resource (no ``resourceType``, or ``condition`` for ``Condition``): it
+    could be any finding, so it is reported instead of being skipped like a type no rule reads."""
+    rid = resource.get("id") if isinstance(resource.get("id"), str) else None
+    if not isinstance(rtype, str):
+        return Unreadable("Resource", rid, "entry without a resourceType", code_unknown=True)
+    return Unreadable(
+        rtype[:40],
+        rid,
+        f"resourceType {rtype[:40]!r} is not a FHIR resource type (case matters)",
+        code_unknown=True,
+    )
 
 
 def _read_number(res: Mapping[str, Any], kind: QuantityKind) -> tuple[float | None, str | None, str | None]:

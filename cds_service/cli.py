@@ -69,6 +69,7 @@ def run_serve(args: argparse.Namespace) -> int:
         access_log=False,
         proxy_headers=True,
         timeout_graceful_shutdown=int(settings.shutdown_grace_seconds),
+        timeout_keep_alive=int(settings.keep_alive_seconds),
     )
     return 0
 

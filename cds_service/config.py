@@ -150,6 +150,13 @@ class Settings(BaseSettings):
     )
 
     # --- Operations ---
+    keep_alive_seconds: float = Field(
+        75.0,
+        gt=0,
+        le=3600,
+        description="Idle keep-alive before the server closes a connection; longer than the load balancer's "
+        "idle timeout, so the balancer never reuses a connection the server is closing.",
+    )
     shutdown_grace_seconds: float = Field(
         15.0, gt=0, le=300, description="On SIGTERM: how long in-flight calls may finish before workers stop."
     )

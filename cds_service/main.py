@@ -184,7 +184,6 @@ def create_app(
     ):
         app.include_router(router)
     openapi_docs.install(app)
-    feedback.install_openapi(app)
     return app
 
 

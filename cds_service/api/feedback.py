@@ -11,9 +11,8 @@ from __future__ import annotations
 from typing import Any
 
 import orjson
-from fastapi import APIRouter, FastAPI, Request, Response
+from fastapi import APIRouter, Request, Response
 
-from cds_service.api import errors
 from cds_service.api.body import read_json_object
 from cds_service.api.deps import CallerDep, StateDep
 from cds_service.api.errors import RequestTooLarge
@@ -191,22 +190,3 @@ async def send_feedback(service_id: str, request: Request, state: StateDep, call
     await state.audit.record_feedback(entries)
     state.metrics.record_feedback(entry.outcome for entry in entries)
     return Response(orjson.dumps({}), media_type="application/json")
-
-
-def install_openapi(app: FastAPI) -> None:
-    """Publish the feedback request schema (the handler reads its body itself, like the hook handler)."""
-    previous = app.openapi
-
-    def openapi() -> dict[str, Any]:
-        if app.openapi_schema:
-            return app.openapi_schema
-        schema = previous()
-        components = schema.setdefault("components", {}).setdefault("schemas", {})
-        request_schema = parsing.FeedbackRequest.model_json_schema(ref_template=SCHEMA_REF)
-        for name, definition in request_schema.pop("$defs", {}).items():
-            components.setdefault(name, definition)
-        components["FeedbackRequest"] = request_schema
-        app.openapi_schema = errors.document_error_responses(schema)  # the last wrapper: every route
-        return schema
-
-    app.openapi = openapi  # type: ignore[method-assign]

@@ -1,7 +1,8 @@
-"""OpenAPI details the handlers cannot express themselves: the hook request schema and real examples.
+"""OpenAPI details the handlers cannot express themselves: request schemas, error bodies, real examples.
 
-The hook handler reads its body with orjson (speed, 413/415 control), so its request schema is added
-here. Examples are real fixtures (``fhir_fixtures/examples/``), so "Try it out" in /docs works.
+The hook and feedback handlers read their bodies with orjson (speed, 413/415 control), so their request
+schemas are added here, and every route's error responses are documented as the FHIR OperationOutcome
+the service sends. Examples are real fixtures (``fhir_fixtures/examples/``), so "Try it out" works.
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ from typing import Any
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 
+from cds_service.api.errors import document_error_responses
+from cds_service.audit.feedback import FeedbackRequest
 from cds_service.config import PROJECT_ROOT
 from cds_service.schemas import CdsResponse, HookRequest, OperationOutcome
 
@@ -58,7 +61,7 @@ HOOK_RESPONSES: dict[int | str, dict[str, Any]] = {
 
 
 def install(app: FastAPI) -> None:
-    """Replace ``app.openapi`` with one that also publishes the hook request schema."""
+    """Replace ``app.openapi`` with one that also publishes the request schemas and the error bodies."""
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema:
@@ -71,11 +74,12 @@ def install(app: FastAPI) -> None:
             tags=app.openapi_tags,
         )
         components = schema.setdefault("components", {}).setdefault("schemas", {})
-        request_schema = HookRequest.model_json_schema(ref_template=REF)
-        for name, definition in request_schema.pop("$defs", {}).items():
-            components.setdefault(name, definition)
-        components["HookRequest"] = request_schema
-        app.openapi_schema = schema
-        return schema
+        for model in (HookRequest, FeedbackRequest):
+            request_schema = model.model_json_schema(ref_template=REF)
+            for name, definition in request_schema.pop("$defs", {}).items():
+                components.setdefault(name, definition)
+            components[model.__name__] = request_schema
+        app.openapi_schema = document_error_responses(schema)
+        return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]

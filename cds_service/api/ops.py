@@ -14,6 +14,7 @@ from pydantic import BaseModel
 from cds_service.api.deps import StateDep
 from cds_service.api.errors import Unauthorized, outcome
 from cds_service.config import Settings
+from cds_service.schemas import OperationOutcome
 
 router = APIRouter(tags=["Operations"])
 READY_DB_TIMEOUT_SECONDS = 2.0
@@ -85,7 +86,10 @@ async def readyz(state: StateDep) -> Any:
     summary="Prometheus metrics (summed over workers)",
     operation_id="metrics",
     response_class=Response,
-    responses={200: {"content": {"text/plain": {}}, "description": "Prometheus text exposition."}},
+    responses={
+        200: {"content": {"text/plain": {}}, "description": "Prometheus text exposition."},
+        401: {"description": "CDS_METRICS_TOKEN is set and was not sent.", "model": OperationOutcome},
+    },
 )
 async def metrics(request: Request, state: StateDep) -> Response:
     """Hook calls, latency, cards, prefetch, FHIR calls, 412s, authentication failures, audit trail and

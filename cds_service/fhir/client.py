@@ -201,9 +201,14 @@ def outcome_text(resource: Mapping[str, Any]) -> str | None:
     if resource.get("resourceType") != "OperationOutcome":
         return None
     texts = []
-    for issue in resource.get("issue") or []:
-        if isinstance(issue, Mapping):
-            text = issue.get("diagnostics") or (issue.get("details") or {}).get("text") or issue.get("code")
+    for issue in _list(resource.get("issue")):
+        if isinstance(issue, dict):
+            details = issue.get("details")
+            text = (
+                issue.get("diagnostics")
+                or (details.get("text") if isinstance(details, dict) else None)
+                or issue.get("code")
+            )
             if text:
                 texts.append(str(text)[:300])
     return "; ".join(texts) or None
@@ -211,13 +216,21 @@ def outcome_text(resource: Mapping[str, Any]) -> str | None:
 
 def outcome_is_error(resource: Mapping[str, Any]) -> bool:
     return any(
-        isinstance(i, Mapping) and i.get("severity") in ("error", "fatal")
-        for i in resource.get("issue") or []
+        isinstance(i, dict) and i.get("severity") in ("error", "fatal") for i in _list(resource.get("issue"))
     )
 
 
+def _list(value: object) -> list[Any]:
+    return value if isinstance(value, list) else []
+
+
 def _collect(page: Mapping[str, Any], result: SearchResult) -> None:
-    for entry in page.get("entry") or []:
+    """The page's resources, and its OperationOutcome entries apart. A server's untrusted JSON: an
+    ``entry`` or ``link`` that is not a list makes the page invalid, never an unexpected error."""
+    for member in ("entry", "link"):
+        if page.get(member) is not None and not isinstance(page.get(member), list):
+            raise FhirInvalidResponse(f"Bundle.{member} is not a list")
+    for entry in _list(page.get("entry")):
         if not isinstance(entry, Mapping):
             continue
         resource = entry.get("resource")
@@ -231,7 +244,7 @@ def _collect(page: Mapping[str, Any], result: SearchResult) -> None:
 
 
 def _next_link(page: Mapping[str, Any]) -> str | None:
-    for link in page.get("link") or []:
+    for link in _list(page.get("link")):
         if isinstance(link, Mapping) and link.get("relation") == "next" and isinstance(link.get("url"), str):
             return str(link["url"])
     return None

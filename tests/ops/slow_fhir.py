@@ -15,6 +15,11 @@ from urllib.parse import urlsplit
 from cds_service.fixtures import searchset
 
 
+class _Server(ThreadingHTTPServer):
+    request_queue_size = 128  # many calls connect at once; the default backlog is 5
+    daemon_threads = True
+
+
 @contextmanager
 def slow_fhir_server(resources: list[Mapping[str, Any]], delay: float) -> Iterator[str]:
     by_type: dict[str, list[Mapping[str, Any]]] = {}
@@ -44,8 +49,7 @@ def slow_fhir_server(resources: list[Mapping[str, Any]], delay: float) -> Iterat
         def log_message(self, *args: Any) -> None:
             return None
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    server.daemon_threads = True
+    server = _Server(("127.0.0.1", 0), Handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:

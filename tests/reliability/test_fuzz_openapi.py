@@ -247,19 +247,9 @@ def test_fuzz(spec: Spec, schema: Any) -> None:
     assert calls >= spec.floor, f"only {calls} cases generated for {spec.id}"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="cds_service/api/discovery.py: GET /cds-services verifies a token when one is sent "
-    "(OptionalCallerDep) and answers 401 to a bad one, but its route documents only 200",
-)
 def test_discovery_documents_the_401_it_answers_to_a_bad_token(app: FastAPI) -> None:
     assert "401" in app.openapi()["paths"]["/cds-services"]["get"]["responses"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="cds_service/api/ops.py: GET /metrics answers 401 without CDS_METRICS_TOKEN when the setting is "
-    "set, but its route documents only 200",
-)
 def test_metrics_documents_the_401_it_answers_without_its_token(app: FastAPI) -> None:
     assert "401" in app.openapi()["paths"]["/metrics"]["get"]["responses"]

@@ -157,20 +157,22 @@ async def resolve(
         if value is None:
             results[key] = KeyResult(key, "null")
             continue
-        if not isinstance(value, Mapping) or not isinstance(value.get("resourceType"), str):
+        if not isinstance(value, dict) or not isinstance(value.get("resourceType"), str):
             raise InvalidPrefetch(key, "must be a FHIR resource, a Bundle or null")
-        problem = _client_outcome(value)
+        if value["resourceType"] == "Bundle":
+            resources, problem = _read_bundle(key, value)
+        elif value["resourceType"] == "OperationOutcome":
+            resources, problem = [], outcome_text(value) or "OperationOutcome without details"
+        else:
+            resources, problem = [value], None
         if problem is not None:
             logger.info("prefetch %s: EHR reported it could not obtain it", key)
             to_fetch[key] = template
             results[key] = KeyResult(key, "failed", problem=f"the EHR could not obtain it ({problem})")
             continue
-        if value.get("resourceType") == "Bundle":
-            results[key] = KeyResult(key, "supplied", _bundle_resources(key, value))
-            if _has_next(value):
-                to_page[key] = value
-        else:
-            results[key] = KeyResult(key, "supplied", [dict(value)])
+        results[key] = KeyResult(key, "supplied", resources)
+        if value["resourceType"] == "Bundle" and _has_next(value):
+            to_page[key] = value
 
     deadline = asyncio.get_running_loop().time() + budget_seconds
     if to_fetch or to_page:
@@ -295,62 +297,40 @@ async def _fetch_referenced_medications(
         await asyncio.gather(*pending, return_exceptions=True)
 
 
-def _client_outcome(value: Mapping[str, Any]) -> str | None:
-    """The EHR's reason when it sent an OperationOutcome instead of the data (error/fatal severity)."""
-    if value.get("resourceType") == "OperationOutcome":
-        return outcome_text(_well_formed(value)) or "OperationOutcome without details"
-    entries = value.get("entry")
-    if value.get("resourceType") == "Bundle" and isinstance(entries, list):
-        for entry in entries:
-            resource = entry.get("resource") if isinstance(entry, Mapping) else None
-            if not isinstance(resource, Mapping) or resource.get("resourceType") != "OperationOutcome":
-                continue
-            outcome = _well_formed(resource)
-            if outcome_is_error(outcome):
-                return outcome_text(outcome) or "OperationOutcome entry"
-    return None
-
-
 def _reported_error(outcomes: list[dict[str, Any]]) -> str | None:
     """What a server said in a 200 searchset's OperationOutcome of severity error/fatal (the search did
     not complete: its results cannot be trusted to be all there is)."""
     for outcome in outcomes:
-        checked = _well_formed(outcome)
-        if outcome_is_error(checked):
-            return (outcome_text(checked) or "OperationOutcome without details")[:300]
+        if outcome_is_error(outcome):
+            return (outcome_text(outcome) or "OperationOutcome without details")[:300]
     return None
 
 
-def _well_formed(outcome: Mapping[str, Any]) -> dict[str, Any]:
-    """The OperationOutcome's issues that have the FHIR shape (objects, ``details`` an object): the EHR's
-    JSON is untrusted, and an ``issue`` that is a number or a ``details`` that is a string must not fail
-    the call."""
-    issues = outcome.get("issue")
-    kept = []
-    for issue in issues if isinstance(issues, list) else []:
-        if isinstance(issue, Mapping):
-            details = issue.get("details")
-            kept.append({**issue, "details": details if isinstance(details, Mapping) else None})
-    return {"resourceType": "OperationOutcome", "issue": kept}
-
-
-def _bundle_resources(key: str, bundle: Mapping[str, Any]) -> list[dict[str, Any]]:
-    """The entries' resources; OperationOutcome entries (informational ones) are not patient data."""
+def _read_bundle(key: str, bundle: dict[str, Any]) -> tuple[list[dict[str, Any]], str | None]:
+    """One pass over a supplied Bundle: its resources, or why the EHR could not obtain them (an
+    OperationOutcome entry of error/fatal severity; informational ones, e.g. Epic's "no results", are
+    not patient data and not errors). A Bundle is untrusted JSON: only well-formed entries count."""
     entries = bundle.get("entry")
-    if entries is not None and not isinstance(entries, list):
+    if entries is None:
+        return [], None
+    if not isinstance(entries, list):
         raise InvalidPrefetch(key, "Bundle.entry must be an array")
     resources: list[dict[str, Any]] = []
-    for entry in entries or []:
-        resource = entry.get("resource") if isinstance(entry, Mapping) else None
-        if isinstance(resource, dict) and resource.get("resourceType") != "OperationOutcome":
+    for entry in entries:
+        resource = entry.get("resource") if type(entry) is dict else None
+        if type(resource) is not dict:
+            continue
+        if resource.get("resourceType") != "OperationOutcome":
             resources.append(resource)
-    return resources
+        elif outcome_is_error(resource):
+            return [], outcome_text(resource) or "OperationOutcome entry"
+    return resources, None
 
 
 def _has_next(bundle: Mapping[str, Any]) -> bool:
     links = bundle.get("link")
     return isinstance(links, list) and any(
-        isinstance(link, Mapping) and link.get("relation") == "next" for link in links
+        isinstance(link, dict) and link.get("relation") == "next" for link in links
     )
 
 

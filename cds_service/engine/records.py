@@ -162,16 +162,21 @@ class Normaliser:
         out: Normalised,
     ) -> None:
         """The hot loop: match the code first (most resources are irrelevant vitals and stop there)."""
+        if rtype.startswith("Medication"):
+            concept, codings = self._concept(res, rtype, medications)
+        else:
+            concept = res.get("code")
+            found = concept.get("coding") if type(concept) is dict else None
+            codings = found if type(found) is list else []
         rid = res.get("id") if isinstance(res.get("id"), str) else None
-        concept, codings = self._concept(res, rtype, medications)
-        if concept is None:
+        if concept is None and rtype.startswith("Medication"):
             out.unreadable.append(
                 Unreadable(rtype, rid, "medicationReference could not be resolved", code_unknown=True)
             )
             return
-        valuesets, laterality, code = self.terminology.match_codings(codings)
+        valuesets, laterality, code, usable = self.terminology.match_codings(codings)
         if not valuesets:
-            if not any(_usable_coding(c) for c in codings):
+            if not usable:
                 out.unreadable.append(
                     Unreadable(
                         rtype,
@@ -206,7 +211,7 @@ class Normaliser:
             fields["free_text"] = _free_text(res)
             severity = res.get("severity")
             if isinstance(severity, dict):
-                fields["severity"] = self.terminology.match_codings(_codings(severity))[0]
+                fields["severity"] = self.terminology.match_codings(_codings(severity)).valuesets
         elif rtype == "Observation":
             value = self._observation_value(res, valuesets, problems)
             if value is None:
@@ -338,7 +343,7 @@ class Normaliser:
         lateral = self.terminology
         for concept in concepts:
             if isinstance(concept, dict):
-                valuesets, side, _ = lateral.match_codings(_codings(concept))
+                valuesets, side, _, _ = lateral.match_codings(_codings(concept))
                 if self.laterality_valueset in valuesets and side:
                     return side
         return None
@@ -373,7 +378,7 @@ class Normaliser:
         self, concept: object, kind: QuantityKind | None, problems: list[str]
     ) -> dict[str, Any] | None:
         codings = _codings(concept)
-        valuesets, _, first = self.terminology.match_codings(codings)
+        valuesets, _, first, _ = self.terminology.match_codings(codings)
         fields: dict[str, Any] = {
             "value_codes": valuesets,
             "value_text": first[1] if first else _display(concept, codings),
@@ -416,14 +421,6 @@ class Normaliser:
 
 
 # -- helpers ------------------------------------------------------------------------------------------
-
-
-def _usable_coding(coding: object) -> bool:
-    """A coding with a system and a code, both non-empty strings (``"code": 449813001`` is not one)."""
-    if not isinstance(coding, dict):
-        return False
-    system, code = coding.get("system"), coding.get("code")
-    return isinstance(system, str) and isinstance(code, str) and bool(system.strip()) and bool(code.strip())
 
 
 def _not_a_resource(resource: Mapping[str, Any], rtype: object) -> Unreadable:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,6 +66,15 @@ class Match:
 
 
 NO_MATCH = Match(frozenset())
+
+
+class Matched(NamedTuple):
+    """What a CodeableConcept's codings mean to the rules."""
+
+    valuesets: frozenset[str]
+    laterality: str | None
+    first: tuple[str, str] | None  # the first (system, code) that matched, for the trace
+    usable: bool  # some coding has a non-empty string system and code
 
 
 @dataclass
@@ -145,24 +155,29 @@ class Terminology:
         laterality = lateralities.pop() if len(lateralities) == 1 else None
         return Match(valuesets, laterality)
 
-    def match_codings(
-        self, codings: Iterable[object]
-    ) -> tuple[frozenset[str], str | None, tuple[str, str] | None]:
-        """Union of value sets over a CodeableConcept's codings; the laterality; the first matched pair."""
-        found: set[str] = set()
+    def match_codings(self, codings: Iterable[object]) -> Matched:
+        """Union of value sets over a CodeableConcept's codings, the laterality, the first matched pair,
+        and whether any coding was usable at all. The engine's hot loop: every resource of a prefetch
+        passes here once, so the cache is read directly."""
+        found: frozenset[str] = frozenset()
         laterality: str | None = None
         first: tuple[str, str] | None = None
+        usable = False
+        cache = self._cache
         for coding in codings:
-            if not isinstance(coding, dict):
+            if type(coding) is not dict:
                 continue
             system, code = coding.get("system"), coding.get("code")
-            m = self.match(system, code)
+            if type(system) is not str or type(code) is not str:
+                continue
+            usable = usable or not (system.isspace() or code.isspace() or not system or not code)
+            m = cache.get((system, code)) or self.match(system, code)
             if m.valuesets:
-                found |= m.valuesets
+                found = found | m.valuesets
                 laterality = laterality or m.laterality
                 if first is None:
-                    first = (str(system), str(code))
-        return frozenset(found), laterality, first
+                    first = (system, code)
+        return Matched(found, laterality, first, usable)
 
 
 def _clean_uri(uri: str) -> str:

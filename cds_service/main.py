@@ -35,6 +35,7 @@ from cds_service.security import ClientAuthenticator, load_trusted_clients
 
 logger = logging.getLogger(__name__)
 AUDIT_METRICS_SECONDS = 5.0
+GC_THRESHOLDS = (50_000, 50, 100)  # CPython defaults: (700, 10, 10)
 
 DESCRIPTION = """
 CDS Hooks 2.0.1 service for **hip flexion weakness** and its red flags.
@@ -220,7 +221,18 @@ def _make_data_dir(settings: Settings) -> None:
 
 
 def _settle_memory() -> None:
-    """Move start-up objects out of the cyclic GC's way: full collections over ~50k framework objects
-    otherwise add 35-45 ms pauses once request bodies pass ~50 KB (docs/performance.md)."""
+    """Keep the cyclic garbage collector off the latency path (docs/performance.md).
+
+    ``gc.freeze()`` moves the ~50k start-up objects (FastAPI, pydantic, fhir.resources, rules) out of
+    every future collection. Higher thresholds matter because each call parses a large prefetch (~10k
+    containers for 210 KB) that stays alive while the call runs: with the defaults, concurrent calls'
+    objects were rescanned by frequent older-generation collections (70-120 ms pauses at concurrency 50);
+    with these, a full collection happens every few seconds at most. Cyclic garbage is still collected.
+    Once per process: GC state is the process's, and freezing again (a test process builds hundreds of
+    apps) would keep every later object out of collection for good.
+    """
+    if gc.get_threshold() == GC_THRESHOLDS:
+        return
     gc.collect()
     gc.freeze()
+    gc.set_threshold(*GC_THRESHOLDS)

@@ -47,6 +47,7 @@ def run_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from cds_service.registry import RuleFileError, load_ruleset
+    from cds_service.serving import serve
 
     settings = load_settings()
     if settings.env is not Environment.production:
@@ -59,11 +60,7 @@ def run_serve(args: argparse.Namespace) -> int:
     if settings.env is Environment.production:
         _require_database(settings)
     prepare_multiprocess_dir(str(settings.data_dir / f"prometheus-{args.port}"))
-    # Workers share one listening socket; uvloop (libuv) would let whichever worker wakes first accept a
-    # whole burst of connections (measured: 49 of 50 keep-alive connections on one of two workers, half
-    # the throughput). libuv's documented remedy for multi-process servers: one accept per loop turn.
-    os.environ.setdefault("UV_TCP_SINGLE_ACCEPT", "1")
-    uvicorn.run(
+    config = uvicorn.Config(
         "cds_service.main:create_app",
         factory=True,
         host=args.host,
@@ -75,7 +72,7 @@ def run_serve(args: argparse.Namespace) -> int:
         timeout_graceful_shutdown=int(settings.shutdown_grace_seconds),
         timeout_keep_alive=int(settings.keep_alive_seconds),
     )
-    return 0
+    return serve(config)
 
 
 def _require_database(settings: Settings) -> None:

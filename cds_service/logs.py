@@ -72,6 +72,8 @@ def logging_config(settings: Settings) -> dict[str, Any]:
             "uvicorn.access": {"handlers": [], "level": "WARNING", "propagate": True},
             "httpx": {"level": "WARNING"},
             "httpcore": {"level": "WARNING"},
+            # one line per Alembic plugin, per worker, at every start: noise, not information
+            "alembic.runtime.plugins": {"level": "WARNING"},
         },
     }
 

@@ -7,8 +7,9 @@ What it does (about 4-5 minutes on 2 cores):
    ``patient-view`` request built from a Synthea patient plus a hip-weakness finding (cards are produced),
    1,000 and 10,000 Observations, and the same call without prefetch.
 3. Starts, each on a free loopback port, (a) the ceiling (``scripts/bench_ceiling.py``: bare FastAPI,
-   orjson, ``gc.freeze()``, uvicorn 2 workers) and (b) the service as in production
-   (``cds-service serve --workers 2``, CDS_ENV=development, CDS_AUTH=off, log level warning).
+   orjson, ``gc.freeze()``) and (b) the service as in production
+   (``cds-service serve --workers 2``, CDS_ENV=development, CDS_AUTH=off, log level warning), both served
+   the same way (``cds_service.serving``: 2 uvicorn workers, one SO_REUSEPORT socket each).
 4. Drives both with the same load at concurrency 1, 10 and 50 (ABBA-interleaved repetitions), the
    1,000 / 10,000-Observation requests one at a time, 20,000 requests while sampling each worker's RSS,
    the missing-prefetch path against a local SEKMET FHIR server, and the rules engine in-process.
@@ -918,7 +919,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"{single_runs[1]} x 10,000 Observations after 2 discarded",
             "other processes' CPU before start": f"{quiet:.0f} % of all CPUs (see the 'other CPU %' "
             "columns: anything above ~10 % lowers the figures)",
-            "servers": "uvicorn 2 workers each (uvloop, httptools), access log off, log level warning; "
+            "servers": "uvicorn 2 workers each (uvloop, httptools), one SO_REUSEPORT socket per worker "
+            "(cds_service.serving), access log off, log level warning; "
             "service: `cds-service serve --workers 2`, CDS_ENV=development, CDS_AUTH=off",
         },
     )
@@ -942,23 +944,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             log(f"starting the ceiling on :{cport} and the service on :{sport}")
             ceiling = start(
                 "ceiling",
-                [
-                    PYTHON,
-                    "-m",
-                    "uvicorn",
-                    "bench_ceiling:app",
-                    "--app-dir",
-                    str(SCRIPTS),
-                    "--host",
-                    "127.0.0.1",
-                    "--port",
-                    str(cport),
-                    "--workers",
-                    "2",
-                    "--log-level",
-                    "warning",
-                    "--no-access-log",
-                ],
+                [PYTHON, str(SCRIPTS / "bench_ceiling.py"), "--port", str(cport), "--workers", "2"],
                 cport,
                 {},
                 tmp,

@@ -5,11 +5,17 @@ The same app as the reference measurement (``python-ecosystem.md`` §7, ``/orjso
 gc.freeze()`` at import so that full collections do not walk the framework's start-up objects. Anything the
 service does beyond this (validation, prefetch, engine, cards) is what the ratio to this ceiling measures.
 
-    uvicorn bench_ceiling:app --app-dir scripts --workers 2 --log-level warning --no-access-log
+It is served exactly as the service is (``cds_service.serving``: 2 uvicorn workers, one SO_REUSEPORT socket
+each), so the ratio compares the applications, not the luck of how connections fell on workers: with
+uvicorn's shared socket, 10 connections split anywhere from 5/5 to 10/0 and this ceiling measured
+anywhere from 788 to 2,038 requests/s between runs.
+
+    python scripts/bench_ceiling.py --port 8500 --workers 2
 """
 
 from __future__ import annotations
 
+import argparse
 import gc
 from typing import Any
 
@@ -116,3 +122,24 @@ async def ceiling(request: Request) -> Response:
 
 gc.collect()
 gc.freeze()
+
+
+if __name__ == "__main__":
+    import uvicorn
+
+    from cds_service.serving import serve
+
+    cli = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    cli.add_argument("--host", default="127.0.0.1")
+    cli.add_argument("--port", type=int, required=True)
+    cli.add_argument("--workers", type=int, default=2)
+    args = cli.parse_args()
+    config = uvicorn.Config(
+        "bench_ceiling:app",
+        host=args.host,
+        port=args.port,
+        workers=args.workers,
+        log_level="warning",
+        access_log=False,
+    )
+    raise SystemExit(serve(config))

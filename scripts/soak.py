@@ -313,14 +313,14 @@ class Report:
                 for (_, status), count in r.statuses.items():
                     totals[status] += count
                 statuses = ", ".join(f"{status}: {count:,}" for status, count in sorted(totals.items()))
-            errors = sum(count for (k, _), count in r.errors.items() if kind in (k, "all"))
+            unexpected = sum(count for (k, _), count in r.errors.items() if kind in (k, "all"))
             latency.append(
                 {
                     "kind": kind,
                     "calls": f"{len(values):,}",
                     "per s": f"{len(values) / self.seconds:.1f}",
                     "answers (status: calls)": statuses or "-",
-                    "unexpected": f"{errors:,}",
+                    "unexpected": f"{unexpected:,}",
                     "p50 ms": f"{percentile(values, 50):.0f}",
                     "p95 ms": f"{percentile(values, 95):.0f}",
                     "p99 ms": f"{percentile(values, 99):.0f}",

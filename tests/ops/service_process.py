@@ -72,6 +72,29 @@ class ServiceProcess:
             pid for pid in pids if b"spawn_main" in _cmdline(pid) and b"resource_tracker" not in _cmdline(pid)
         ]
 
+    def _socket_inodes(self, state: str) -> set[str]:
+        """Inodes of the TCP sockets on the service port in ``state`` (01 established, 0A listening)."""
+        inodes: set[str] = set()
+        for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+            for line in Path(table).read_text().splitlines()[1:]:
+                fields = line.split()
+                if int(fields[1].rsplit(":", 1)[1], 16) == self.port and fields[3] == state:
+                    inodes.add(fields[9])
+        return inodes
+
+    def listening_sockets(self) -> int:
+        """Each worker listens on its own socket once its application has started."""
+        return len(self._socket_inodes("0A"))
+
+    def connections_per_worker(self) -> dict[int, int]:
+        """How many established TCP connections to the service port each worker holds (from /proc)."""
+        inodes = self._socket_inodes("01")
+        held: dict[int, int] = {}
+        for pid in self.worker_pids():
+            links = (os.readlink(fd) for fd in Path(f"/proc/{pid}/fd").iterdir())
+            held[pid] = sum(1 for link in links if link.startswith("socket:[") and link[8:-1] in inodes)
+        return held
+
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 40.0) -> int:
         if self.proc.poll() is None:
             self.proc.send_signal(sig)
@@ -103,7 +126,8 @@ def start_service(
         if proc.poll() is not None:
             raise RuntimeError(f"service exited with {proc.returncode}:\n{service.logs()[-3000:]}")
         try:
-            if httpx.get(f"{service.base}/healthz", timeout=1.0).status_code == 200:
+            healthy = httpx.get(f"{service.base}/healthz", timeout=1.0).status_code == 200
+            if healthy and service.listening_sockets() >= workers:
                 return service
         except httpx.HTTPError:
             pass

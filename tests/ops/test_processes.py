@@ -7,6 +7,7 @@ import json
 import re
 import shutil
 import signal
+import socket
 import sqlite3
 import time
 from pathlib import Path
@@ -105,6 +106,30 @@ def test_two_workers_metrics_are_summed_and_logs_are_json_with_correlation_ids(t
     calls = [line for line in lines if line["message"].startswith("hook call")]
     assert sorted(line["correlation_id"] for line in calls) == sorted(instances)
     assert "hw-v01" not in service.logs()
+
+
+def test_a_burst_of_keep_alive_connections_is_spread_over_the_workers(tmp_path: Path) -> None:
+    """An EHR's connection pool opens its connections at once and keeps them. On uvicorn's shared socket
+    one worker could accept the whole burst and serve it alone; each worker has its own socket
+    (``cds_service.serving``), so the kernel spreads them (binomially: 40 connections, both workers at
+    least 8 fails about once in 10^4 runs)."""
+    service = start_service(tmp_path / "var", workers=2)
+    connections = [socket.socket() for _ in range(40)]
+    try:
+        for conn in connections:
+            conn.settimeout(10)
+            conn.connect(("127.0.0.1", service.port))
+        for conn in connections:
+            conn.sendall(b"GET /healthz HTTP/1.1\r\nHost: cds\r\n\r\n")
+        for conn in connections:
+            assert conn.recv(4096).startswith(b"HTTP/1.1 200")
+        held = service.connections_per_worker()
+        assert len(held) == 2 and sum(held.values()) == len(connections), held
+        assert min(held.values()) >= 8, held
+    finally:
+        for conn in connections:
+            conn.close()
+        assert service.stop() == 0
 
 
 def test_sigterm_during_load_fails_no_accepted_call_and_loses_no_audit_record(tmp_path: Path) -> None:

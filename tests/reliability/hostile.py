@@ -174,9 +174,12 @@ def _corpus() -> Iterator[Hostile]:
         "text/html; charset=utf-8",
     ):
         yield Hostile(f"Content-Type {media}", v01, Refused(415), content_type=media)
-    for media in ("application/fhir+json", "application/json; charset=utf-8", "APPLICATION/JSON", None):
+    for json_media in ("application/fhir+json", "application/json; charset=utf-8", "APPLICATION/JSON", None):
         yield Hostile(
-            f"Content-Type {media or 'absent'} (JSON all the same)", v01, Flagged(), content_type=media
+            f"Content-Type {json_media or 'absent'} (JSON all the same)",
+            v01,
+            Flagged(),
+            content_type=json_media,
         )
 
     # -- deep nesting within orjson's limit ------------------------------------------------------------
@@ -460,13 +463,14 @@ def _corpus() -> Iterator[Hostile]:
             mutated("V09", FEVER, setting("valueQuantity", value)),
             FlaggedOrNamed((FEVER,)),
         )
-    for name, members in {
+    alternatives: dict[str, dict[str, Any]] = {
         "valueString": {"valueString": "38.6 C"},
         "valueInteger": {"valueInteger": 39},
         "valueCodeableConcept a string": {"valueCodeableConcept": "fever"},
         "two value[x]": {"valueString": "39", "valueInteger": 39},
         "component only": {"component": [{"valueQuantity": {"value": 38.6, "code": "Cel"}}]},
-    }.items():
+    }
+    for name, members in alternatives.items():
 
         def change(resource: dict[str, Any], members: dict[str, Any] = members) -> None:
             resource.pop("valueQuantity")

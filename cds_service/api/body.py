@@ -19,6 +19,7 @@ import orjson
 from fastapi import Request
 
 from cds_service.api.errors import MalformedJson, RequestTooLarge, UnsupportedMediaType
+from cds_service.capped import read_capped
 
 _RESOURCE_TYPE = b'"resourceType"'
 
@@ -27,17 +28,12 @@ async def read_json_object(request: Request, limit: int) -> dict[str, Any]:
     media = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if media and media != "application/json" and not media.endswith("+json"):
         raise UnsupportedMediaType(f"Content-Type {media[:60]!r} is not supported; send application/json")
-    declared = request.headers.get("content-length")
-    if declared and declared.isdigit() and int(declared) > limit:
-        raise RequestTooLarge(f"request body larger than {limit} bytes")
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise RequestTooLarge(f"request body larger than {limit} bytes")
-        chunks.append(chunk)
-    raw = b"".join(chunks)
+    raw = await read_capped(
+        request.stream(),
+        request.headers.get("content-length"),
+        limit,
+        lambda problem: RequestTooLarge(f"request body {problem}"),
+    )
     try:
         data = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:

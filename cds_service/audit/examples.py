@@ -6,31 +6,29 @@ from __future__ import annotations
 
 from typing import Any
 
-PAGE_EXAMPLE: dict[str, Any] = {
-    "items": [
-        {
-            "id": "72eb7d35-4f74-44a6-bc16-bafaad23406b",
-            "hook_instance": "d1577c69-dfbe-44ad-ba6d-3e05e953b2ea",
-            "service_id": "hip-weakness",
-            "hook": "patient-view",
-            "started_at": "2026-01-15T12:00:00Z",
-            "duration_ms": 11.594,
-            "client_iss": "https://ehr.example.org/fhir",
-            "client_tenant": "hospital-a",
-            "patient_hash": "6b73a7dacfd214cc87c5757ee41a8e886059e5312e89b512334b0c39295187ed",
-            "rules_version": "afbbb7d56a1b",
-            "hip_weakness": True,
-            "red_flag": True,
-            "card_count": 1,
-            "highest_indicator": "critical",
-            "fired_rules": ["HW", "RF-CES"],
-            "categories": ["urgent-referral"],
-        }
-    ],
-    "next_offset": None,
-}
+#: the two bladder/saddle Conditions of V01, as the trace shows them under the rule and under its leaf
+CES_FACTS: list[dict[str, Any]] = [
+    {
+        "resourceType": "Condition",
+        "id": "res-con-3",
+        "system": "http://snomed.info/sct",
+        "code": "267064002",
+        "date": "2026-01-14",
+        "dateSource": "onset",
+        "valuesets": ["ces-sphincter-saddle"],
+    },
+    {
+        "resourceType": "Condition",
+        "id": "res-con-4",
+        "system": "http://snomed.info/sct",
+        "code": "449813001",
+        "date": "2026-01-14",
+        "dateSource": "onset",
+        "valuesets": ["ces-sphincter-saddle"],
+    },
+]
 
-DETAIL_EXAMPLE: dict[str, Any] = {
+SUMMARY_EXAMPLE: dict[str, Any] = {
     "id": "72eb7d35-4f74-44a6-bc16-bafaad23406b",
     "hook_instance": "d1577c69-dfbe-44ad-ba6d-3e05e953b2ea",
     "service_id": "hip-weakness",
@@ -47,6 +45,12 @@ DETAIL_EXAMPLE: dict[str, Any] = {
     "highest_indicator": "critical",
     "fired_rules": ["HW", "RF-CES"],
     "categories": ["urgent-referral"],
+}
+
+PAGE_EXAMPLE: dict[str, Any] = {"items": [SUMMARY_EXAMPLE], "next_offset": None}
+
+DETAIL_EXAMPLE: dict[str, Any] = {
+    **SUMMARY_EXAMPLE,
     "prefetch": {
         "patient": "supplied",
         "conditions": "supplied",
@@ -73,24 +77,7 @@ DETAIL_EXAMPLE: dict[str, Any] = {
                 "matched": True,
                 "recommends": ["urgent-referral"],
                 "facts": [
-                    {
-                        "resourceType": "Condition",
-                        "id": "res-con-3",
-                        "system": "http://snomed.info/sct",
-                        "code": "267064002",
-                        "date": "2026-01-14",
-                        "dateSource": "onset",
-                        "valuesets": ["ces-sphincter-saddle"],
-                    },
-                    {
-                        "resourceType": "Condition",
-                        "id": "res-con-4",
-                        "system": "http://snomed.info/sct",
-                        "code": "449813001",
-                        "date": "2026-01-14",
-                        "dateSource": "onset",
-                        "valuesets": ["ces-sphincter-saddle"],
-                    },
+                    *CES_FACTS,
                     {
                         "resourceType": "Condition",
                         "id": "res-con-2",
@@ -133,26 +120,7 @@ DETAIL_EXAMPLE: dict[str, Any] = {
                         },
                         "passed": True,
                         "value": True,
-                        "facts": [
-                            {
-                                "resourceType": "Condition",
-                                "id": "res-con-3",
-                                "system": "http://snomed.info/sct",
-                                "code": "267064002",
-                                "date": "2026-01-14",
-                                "dateSource": "onset",
-                                "valuesets": ["ces-sphincter-saddle"],
-                            },
-                            {
-                                "resourceType": "Condition",
-                                "id": "res-con-4",
-                                "system": "http://snomed.info/sct",
-                                "code": "449813001",
-                                "date": "2026-01-14",
-                                "dateSource": "onset",
-                                "valuesets": ["ces-sphincter-saddle"],
-                            },
-                        ],
+                        "facts": CES_FACTS,
                     },
                     {
                         "label": "Cauda equina syndrome or cord compression diagnosis",

@@ -1,4 +1,5 @@
-"""The one FHIR client: reads and paged searches over a shared ``httpx.AsyncClient``.
+"""The one FHIR client: reads and paged searches over a shared ``httpx.AsyncClient`` (and, for the
+implementer tool ``load-fixtures`` only, transaction POSTs and PUTs; the service itself never writes).
 
 - Responses are streamed and cut off past ``max_response_bytes`` (a hostile or broken server cannot
   exhaust memory); the caller bounds the total time with ``asyncio.timeout``.
@@ -21,6 +22,7 @@ from urllib.parse import urljoin, urlsplit, urlunsplit
 import httpx
 import orjson
 
+from cds_service.capped import read_capped
 from cds_service.fhir.errors import (
     FhirError,
     FhirInvalidResponse,
@@ -81,22 +83,50 @@ class FhirClient:
             if self.observe is not None:
                 self.observe(outcome, time.perf_counter() - started)
 
+    async def transaction(self, base: str, bundle: Mapping[str, Any], token: str | None) -> dict[str, Any]:
+        """POST a transaction Bundle to the FHIR base; the transaction-response Bundle."""
+        _, _, body = await self._exchange("POST", base.rstrip("/"), token, bundle)
+        response = _parse_resource(body) if body.strip() else {}
+        if response.get("resourceType") != "Bundle":
+            raise FhirInvalidResponse(
+                f"expected a transaction-response Bundle, got {str(response.get('resourceType'))[:40]!r}"
+            )
+        return response
+
+    async def put(self, base: str, resource: Mapping[str, Any], token: str | None) -> tuple[int, str | None]:
+        """PUT one resource at ``Type/id`` (servers without transactions); HTTP status and Location."""
+        url = join(base, f"{resource['resourceType']}/{resource['id']}")
+        status, location, _ = await self._exchange("PUT", url, token, resource)
+        return status, location
+
     async def _get(self, url: str, token: str | None) -> dict[str, Any]:
+        _, _, body = await self._exchange("GET", url, token)
+        return _parse_resource(body)
+
+    async def _exchange(
+        self, method: str, url: str, token: str | None, resource: Mapping[str, Any] | None = None
+    ) -> tuple[int, str | None, bytes]:
+        """One request; status, Location and the (size-capped) body, or a ``FhirError``."""
         headers = {"Accept": FHIR_JSON}
+        content = None
+        if resource is not None:
+            content = orjson.dumps(resource)
+            # return=minimal: the loader needs statuses and locations, not 40 echoed patients
+            headers.update({"Content-Type": FHIR_JSON, "Prefer": "return=minimal"})
         if token:
             headers["Authorization"] = f"Bearer {token}"
         try:
-            async with self.http.stream("GET", url, headers=headers) as response:
+            async with self.http.stream(method, url, headers=headers, content=content) as response:
                 body = await self._read_capped(response)
                 if response.status_code >= 400:
                     raise error_for_status(response.status_code, diagnostics_of(body))
+                return response.status_code, response.headers.get("location"), body
         except httpx.TimeoutException as exc:
             raise FhirTimeout(f"FHIR server timed out ({type(exc).__name__})") from exc
         except httpx.TransportError as exc:
             raise FhirTransportError(f"FHIR server unreachable ({type(exc).__name__})") from exc
         except httpx.InvalidURL as exc:
             raise FhirTransportError("invalid FHIR URL") from exc
-        return _parse_resource(body)
 
     async def read(self, base: str, relative: str, token: str | None) -> dict[str, Any]:
         """``Type/id`` relative to the FHIR base."""
@@ -146,18 +176,12 @@ class FhirClient:
         return relative
 
     async def _read_capped(self, response: httpx.Response) -> bytes:
-        limit = self.limits.max_response_bytes
-        declared = response.headers.get("content-length")
-        if declared and declared.isdigit() and int(declared) > limit:
-            raise FhirInvalidResponse(f"response larger than {limit} bytes")
-        chunks: list[bytes] = []
-        size = 0
-        async for chunk in response.aiter_bytes():
-            size += len(chunk)
-            if size > limit:
-                raise FhirInvalidResponse(f"response larger than {limit} bytes")
-            chunks.append(chunk)
-        return b"".join(chunks)
+        return await read_capped(
+            response.aiter_bytes(),
+            response.headers.get("content-length"),
+            self.limits.max_response_bytes,
+            lambda problem: FhirInvalidResponse(f"response {problem}"),
+        )
 
 
 def join(base: str, relative: str) -> str:

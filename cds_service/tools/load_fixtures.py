@@ -24,7 +24,6 @@ from cds_service.config import PROJECT_ROOT
 from cds_service.fhir.client import FhirClient, join
 from cds_service.fhir.errors import FhirAuthError, FhirError, FhirTransportError
 from cds_service.tools.console import Console
-from cds_service.tools.fhir_write import post_transaction, put_resource
 from cds_service.tools.fixture_files import FixtureError, PatientBundle, discover, prepare
 
 logger = logging.getLogger(__name__)
@@ -119,9 +118,9 @@ async def load(options: LoadOptions, console: Console) -> LoadReport:
             report.patients.append(loaded)
             try:
                 if transactions:
-                    await _load_transaction(http, options, patient, loaded)
+                    await _load_transaction(fhir, options, patient, loaded)
                 else:
-                    await _load_by_put(http, options, patient, loaded)
+                    await _load_by_put(fhir, options, patient, loaded)
             except (FhirAuthError, FhirTransportError) as exc:
                 loaded.error = report.stopped = exc.describe()
                 _print_patient(loaded, console, options)
@@ -151,9 +150,9 @@ async def _supports_transactions(fhir: FhirClient, options: LoadOptions, console
 
 
 async def _load_transaction(
-    http: httpx.AsyncClient, options: LoadOptions, patient: PatientBundle, loaded: Loaded
+    fhir: FhirClient, options: LoadOptions, patient: PatientBundle, loaded: Loaded
 ) -> None:
-    response = await post_transaction(http, options.fhir_server, patient.bundle, options.token)
+    response = await fhir.transaction(options.fhir_server, patient.bundle, options.token)
     entries = response.get("entry") or []
     for i, entry in enumerate(entries):
         status = str(((entry or {}).get("response") or {}).get("status") or "")
@@ -165,7 +164,7 @@ async def _load_transaction(
 
 
 async def _load_by_put(
-    http: httpx.AsyncClient, options: LoadOptions, patient: PatientBundle, loaded: Loaded
+    fhir: FhirClient, options: LoadOptions, patient: PatientBundle, loaded: Loaded
 ) -> None:
     for entry in patient.bundle["entry"]:
         request = entry.get("request") or {}
@@ -174,7 +173,7 @@ async def _load_by_put(
                 f"entry {request.get('method')} {request.get('url')} needs a transaction "
                 "(this server offers none)"
             )
-        status, _ = await put_resource(http, options.fhir_server, entry["resource"], options.token)
+        status, _ = await fhir.put(options.fhir_server, entry["resource"], options.token)
         _count(loaded, str(status))
 
 

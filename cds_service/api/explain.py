@@ -11,24 +11,17 @@ and ``fhirAuthorization`` are ignored and the body's prefetch is all that is eva
 
 from __future__ import annotations
 
-from typing import Any
-
 import orjson
 from fastapi import APIRouter, Request, Response
 
-from cds_service.api import openapi_docs
 from cds_service.api.body import read_json_object
 from cds_service.api.deps import AuditAccess, StateDep, base_url
+from cds_service.api.openapi_docs import error_response, hook_request_body
 from cds_service.audit.views import ExplainResponse
 from cds_service.orchestrate import Caller
-from cds_service.schemas import OperationOutcome
 from cds_service.trace import evaluation_trace
 
 router = APIRouter(tags=["Audit"], dependencies=[AuditAccess])
-
-
-def _error(description: str) -> dict[str, Any]:
-    return {"description": description, "model": OperationOutcome}
 
 
 @router.post(
@@ -41,14 +34,16 @@ def _error(description: str) -> dict[str, Any]:
             "description": "Cards, prefetch status and the full evaluation trace.",
             "model": ExplainResponse,
         },
-        400: _error("Malformed body, wrong hook for the service, or missing/invalid context."),
-        401: _error("Missing or wrong audit token."),
-        404: _error("Unknown service id."),
-        412: _error("Required prefetch is missing and may not be fetched (see CDS_EXPLAIN_FHIR_SERVERS)."),
-        413: _error("Request body too large."),
-        415: _error("Body is not JSON."),
+        400: error_response("Malformed body, wrong hook for the service, or missing/invalid context."),
+        401: error_response("Missing or wrong audit token."),
+        404: error_response("Unknown service id."),
+        412: error_response(
+            "Required prefetch is missing and may not be fetched (see CDS_EXPLAIN_FHIR_SERVERS)."
+        ),
+        413: error_response("Request body too large."),
+        415: error_response("Body is not JSON."),
     },
-    openapi_extra=openapi_docs.hook_request_body(),
+    openapi_extra=hook_request_body(),
 )
 async def explain(service_id: str, request: Request, state: StateDep) -> Response:
     """Evaluate the request exactly as `POST /cds-services/{id}` would and return, besides the cards:

@@ -16,9 +16,9 @@ from fastapi import APIRouter, Request, Response
 from cds_service.api.body import read_json_object
 from cds_service.api.deps import CallerDep, StateDep
 from cds_service.api.errors import RequestTooLarge
+from cds_service.api.openapi_docs import error_response
 from cds_service.audit import feedback as parsing
 from cds_service.orchestrate import utc_now
-from cds_service.schemas import OperationOutcome
 
 router = APIRouter(tags=["CDS Hooks"])
 
@@ -127,10 +127,6 @@ EXAMPLES: dict[str, dict[str, Any]] = {
 }
 
 
-def _error(description: str) -> dict[str, Any]:
-    return {"description": description, "model": OperationOutcome}
-
-
 @router.post(
     "/cds-services/{service_id}/feedback",
     summary="Feedback: what the clinician did with a card",
@@ -141,12 +137,16 @@ def _error(description: str) -> dict[str, Any]:
             "description": "Every entry is durably stored (or already was); the body is an empty object.",
             "content": {"application/json": {"schema": {"type": "object"}, "example": {}}},
         },
-        400: _error("Not a feedback body: `outcome` is not accepted|overridden, a timestamp is not one."),
-        401: _error("Missing or invalid CDS client JWT."),
-        404: _error("Unknown service id."),
-        413: _error("Body too large, or more than CDS_FEEDBACK_MAX_ITEMS entries."),
-        415: _error("Body is not JSON."),
-        503: _error("The store could not take the feedback; nothing was stored. Retry after `Retry-After`."),
+        400: error_response(
+            "Not a feedback body: `outcome` is not accepted|overridden, a timestamp is not one."
+        ),
+        401: error_response("Missing or invalid CDS client JWT."),
+        404: error_response("Unknown service id."),
+        413: error_response("Body too large, or more than CDS_FEEDBACK_MAX_ITEMS entries."),
+        415: error_response("Body is not JSON."),
+        503: error_response(
+            "The store could not take the feedback; nothing was stored. Retry after `Retry-After`."
+        ),
     },
     openapi_extra={
         "requestBody": {

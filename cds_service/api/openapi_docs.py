@@ -41,7 +41,8 @@ def hook_request_body() -> dict[str, Any]:
     return {"requestBody": {"required": True, "content": {"application/json": content}}}
 
 
-def _error(description: str) -> dict[str, Any]:
+def error_response(description: str) -> dict[str, Any]:
+    """A documented error response: every error body is a FHIR OperationOutcome."""
     return {"description": description, "model": OperationOutcome}
 
 
@@ -51,12 +52,14 @@ HOOK_RESPONSES: dict[int | str, dict[str, Any]] = {
         "model": CdsResponse,
         "content": {"application/json": {"examples": _examples("response")}} if _examples("response") else {},
     },
-    400: _error("Malformed body, wrong hook for the service, or missing/invalid context (OperationOutcome)."),
-    401: _error("Missing or invalid CDS client JWT."),
-    404: _error("Unknown service id."),
-    412: _error("Required prefetch data could not be obtained (names the prefetch key and why)."),
-    413: _error("Request body too large."),
-    415: _error("Body is not JSON."),
+    400: error_response(
+        "Malformed body, wrong hook for the service, or missing/invalid context (OperationOutcome)."
+    ),
+    401: error_response("Missing or invalid CDS client JWT."),
+    404: error_response("Unknown service id."),
+    412: error_response("Required prefetch data could not be obtained (names the prefetch key and why)."),
+    413: error_response("Request body too large."),
+    415: error_response("Body is not JSON."),
 }
 
 

@@ -136,7 +136,7 @@ def check(call: Call, status: int, body: bytes, ms: float) -> str | None:
     if call.kind == "missing-prefetch" and status == 412 and b"FHIR time budget" in body:
         return None if ms <= (FHIR_BUDGET_SECONDS + 1) * 1000 else "412 later than the FHIR budget + 1 s"
     if status != call.status:
-        return f"status {status}"
+        return f"status {status}" + _diagnostics(body)
     if status != 200:
         outcome = orjson.loads(body)
         return (
@@ -151,6 +151,16 @@ def check(call: Call, status: int, body: bytes, ms: float) -> str | None:
     if present := [c for c in call.must_not if c in got]:
         return f"unexpected {present}"
     return None
+
+
+def _diagnostics(body: bytes) -> str:
+    """ ": <the OperationOutcome's first diagnostics>" (bounded), so an unexpected answer says why."""
+    try:
+        issues = orjson.loads(body).get("issue") or []
+        text = str(issues[0].get("diagnostics") or issues[0].get("details", {}).get("text") or "")
+    except (orjson.JSONDecodeError, AttributeError, IndexError, TypeError):
+        return ""
+    return f": {text[:160]}" if text else ""
 
 
 # -- load ---------------------------------------------------------------------------------------------------

@@ -20,6 +20,7 @@ from cds_service.engine.records import Record
 from cds_service.orders import service_request
 from cds_service.registry import RuleSet
 from cds_service.schemas import (
+    FHIR_ID,
     Action,
     Card,
     Coding,
@@ -87,7 +88,11 @@ def _card(
     suggestions = [_suggestion(o, results, ruleset, ctx) for o in _orders(category, results)]
     for result in results:
         if result.rule.spec.withdraw_drafts:
-            suggestions += [_withdraw(d, ctx) for d in result.evidence if d.resource_type == "ServiceRequest"]
+            suggestions += [
+                _withdraw(d, ctx)
+                for d in result.evidence
+                if d.resource_type == "ServiceRequest" and d.id and FHIR_ID.fullmatch(d.id)
+            ]
     links = [
         Link(
             label=f"Rule {r.rule.id}: {r.rule.spec.name}"[:120],
@@ -200,6 +205,9 @@ def _suggestion(
 
 
 def _withdraw(draft: Record, ctx: CardContext) -> Suggestion:
+    """A suggestion to delete a drafted order. Only for drafts with a valid id: a delete action names its
+    target by ``resourceId`` (cds-resp-2), and a draft without one (a ``urn:uuid`` fullUrl only) cannot be
+    named; the card and its other suggestions are still returned."""
     label = f"Remove the drafted order: {draft.display}"[:120]
     return Suggestion(
         label=label,

@@ -15,8 +15,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
-from pydantic import BaseModel, ValidationError
-
 from cds_service.cards import CardContext, IdFactory, build_cards, new_id
 from cds_service.config import Environment, Settings
 from cds_service.engine.dates import utc_today
@@ -33,6 +31,7 @@ from cds_service.schemas import (
     OrderSelectContext,
     OrderSignContext,
     PatientViewContext,
+    parse_input,
 )
 
 logger = logging.getLogger(__name__)
@@ -51,14 +50,6 @@ def utc_now() -> datetime:
 
 class HookMismatch(ValueError):
     """The request's ``hook`` is not the hook this service answers."""
-
-
-class InvalidContext(ValueError):
-    """Required hook context is missing or malformed; ``errors`` are pydantic errors under ``context``."""
-
-    def __init__(self, error: ValidationError) -> None:
-        super().__init__(str(error))
-        self.error = error
 
 
 @dataclass(frozen=True)
@@ -128,7 +119,7 @@ class Orchestrator:
     ) -> HookOutcome:
         """Answer one hook call. Raises domain errors (unknown service, bad envelope, 412)."""
         service = self.ruleset.service(service_id)
-        request = HookRequest.model_validate(body)
+        request = parse_input(HookRequest, body)
         correlation_id.set(request.hookInstance)
         if request.hook != service.hook:
             raise HookMismatch(
@@ -198,11 +189,7 @@ class Orchestrator:
 
 
 def parse_context(hook: str, context: Mapping[str, Any]) -> PatientViewContext:
-    model = CONTEXT_MODELS[hook]
-    try:
-        return model.model_validate(context)
-    except ValidationError as exc:
-        raise InvalidContext(exc) from exc
+    return parse_input(CONTEXT_MODELS[hook], context, prefix="context")
 
 
 def _draft_resources(bundle: Mapping[str, Any]) -> list[dict[str, Any]]:
@@ -239,4 +226,4 @@ def _log_call(service: ServiceSpec, request: HookRequest, outcome: HookOutcome |
     )
 
 
-__all__ = ["BaseModel", "Caller", "HookMismatch", "HookOutcome", "InvalidContext", "Orchestrator"]
+__all__ = ["Caller", "HookMismatch", "HookOutcome", "Orchestrator"]

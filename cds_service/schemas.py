@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from enum import StrEnum
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import (
     AfterValidator,
@@ -18,15 +18,43 @@ from pydantic import (
     Field,
     SecretStr,
     StringConstraints,
+    ValidationError,
     field_validator,
     model_validator,
 )
+
+_Model = TypeVar("_Model", bound=BaseModel)
+
+
+class InvalidInput(ValueError):
+    """The caller's input failed validation (answered 400, naming each field under ``prefix``).
+
+    Request data is validated through :func:`parse_input` so that only *input* errors become 400s: a
+    ``ValidationError`` raised anywhere else (our own response models refusing what we built) is a bug in
+    the service and is answered 500 and logged, never blamed on the EHR.
+    """
+
+    def __init__(self, error: ValidationError, prefix: str = "") -> None:
+        super().__init__(str(error))
+        self.error = error
+        self.prefix = prefix
+
+
+def parse_input(model: type[_Model], data: Any, prefix: str = "") -> _Model:
+    """``model.model_validate(data)``, raising :class:`InvalidInput` when the caller's data is invalid."""
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise InvalidInput(exc, prefix) from exc
+
 
 REFERENCE_PATTERN = r"^[A-Za-z]+/[A-Za-z0-9\-.]{1,64}$"
 """``Type/id`` as in the CDS Hooks Library invariant ``ord-1``."""
 
 NonEmpty = Annotated[str, StringConstraints(min_length=1, max_length=4096)]
-FhirId = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9\-.]{1,64}$")]
+FHIR_ID_PATTERN = r"^[A-Za-z0-9\-.]{1,64}$"
+FHIR_ID = re.compile(FHIR_ID_PATTERN)
+FhirId = Annotated[str, StringConstraints(pattern=FHIR_ID_PATTERN)]
 Reference = Annotated[str, StringConstraints(pattern=REFERENCE_PATTERN)]
 
 

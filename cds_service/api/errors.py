@@ -14,13 +14,13 @@ from typing import Any
 import orjson
 from fastapi import FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
-from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from cds_service.audit.database import StoreUnavailable
-from cds_service.orchestrate import HookMismatch, InvalidContext
+from cds_service.orchestrate import HookMismatch
 from cds_service.prefetch import InvalidPrefetch, PrefetchUnavailable
 from cds_service.registry import UnknownService
+from cds_service.schemas import InvalidInput
 from cds_service.security import AuthenticationFailed
 
 logger = logging.getLogger(__name__)
@@ -114,17 +114,13 @@ def install(app: FastAPI) -> None:
             404, "not-found", f"Unknown CDS service {exc.service_id[:64]!r}; see GET /cds-services"
         )
 
-    @app.exception_handler(ValidationError)
-    async def _invalid(_: Request, exc: ValidationError) -> Response:
-        return validation_outcome(exc.errors(include_input=False))
-
     @app.exception_handler(RequestValidationError)
     async def _invalid_request(_: Request, exc: RequestValidationError) -> Response:
         return validation_outcome(exc.errors())
 
-    @app.exception_handler(InvalidContext)
-    async def _context(_: Request, exc: InvalidContext) -> Response:
-        return validation_outcome(exc.error.errors(include_input=False), prefix="context")
+    @app.exception_handler(InvalidInput)
+    async def _invalid(_: Request, exc: InvalidInput) -> Response:
+        return validation_outcome(exc.error.errors(include_input=False), prefix=exc.prefix)
 
     @app.exception_handler(HookMismatch)
     async def _hook(_: Request, exc: HookMismatch) -> Response:

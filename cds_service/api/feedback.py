@@ -19,6 +19,7 @@ from cds_service.api.errors import RequestTooLarge
 from cds_service.api.openapi_docs import error_response
 from cds_service.audit import feedback as parsing
 from cds_service.orchestrate import utc_now
+from cds_service.schemas import parse_input
 
 router = APIRouter(tags=["CDS Hooks"])
 
@@ -178,7 +179,7 @@ async def send_feedback(service_id: str, request: Request, state: StateDep, call
         raise RequestTooLarge(
             f"more than {state.settings.feedback_max_items} feedback entries in one request"
         )
-    parsed = parsing.FeedbackRequest.model_validate(body)
+    parsed = parse_input(parsing.FeedbackRequest, body)
     entries = parsing.entries(
         parsed,
         service_id,

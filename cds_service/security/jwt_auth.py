@@ -209,7 +209,7 @@ def _check_header(header: Mapping[str, Any]) -> tuple[str, str]:
     if alg not in ALGORITHMS:
         raise AuthenticationFailed("alg-not-allowed")
     typ = header.get("typ")
-    if typ is not None and (not isinstance(typ, str) or typ.upper() not in _ACCEPTED_TYP):
+    if not isinstance(typ, str) or typ.upper() not in _ACCEPTED_TYP:  # REQUIRED in CDS Hooks 2.0.1
         raise AuthenticationFailed("typ")
     kid = header.get("kid")
     if not isinstance(kid, str) or not kid:

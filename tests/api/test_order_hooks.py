@@ -67,6 +67,31 @@ def test_physiotherapy_drafted_with_a_red_flag_is_critical(client: TestClient, h
     assert any(a["type"] == "create" and a["resource"]["priority"] == "stat" for a in actions)
 
 
+@pytest.mark.parametrize("rid", [None, "x" * 65])  # a urn:uuid draft with no id; an id FHIR does not allow
+def test_a_draft_that_cannot_be_named_still_gets_the_critical_card(client: TestClient, rid: str | None) -> None:
+    unnamed = draft("unused", PHYSIO, "hw-v01")
+    if rid is None:
+        del unnamed["id"]
+    else:
+        unnamed["id"] = rid
+    context = {
+        "draftOrders": {
+            "resourceType": "Bundle",
+            "type": "collection",
+            "entry": [{"fullUrl": "urn:uuid:0b1c6a3e-5d7f-4c35-9a51-2b8f4d6e7a10", "resource": unnamed}],
+        }
+    }
+    body = hook_request(
+        bundle_resources(vignette_bundle("V01")), "hw-v01", hook="order-sign", extra_context=context
+    )
+    response = client.post("/cds-services/hip-weakness-order-sign", json=body)
+    assert response.status_code == 200, response.text
+    data = response.json()
+    assert categories(data) == ["urgent-referral"]
+    actions = [s["actions"][0] for s in data["cards"][0]["suggestions"]]
+    assert actions and all(a["type"] == "create" for a in actions)  # no delete without a resourceId
+
+
 def test_order_select_only_looks_at_the_newly_selected_orders(client: TestClient) -> None:
     drafts = [draft("pt1", PHYSIO, "hw-v01"), draft("xr1", OTHER, "hw-v01")]
     assert order_call(client, "V01", "order-select", drafts, ["ServiceRequest/xr1"]) == {"cards": []}

@@ -13,7 +13,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from cds_service.main import create_app
-from cds_service.schemas import CdsResponse
+from cds_service.schemas import Action, CdsResponse
 from tests.audit.conftest import flush
 from tests.conftest import make_settings
 from tests.reliability import secret_scan
@@ -202,3 +202,19 @@ def test_the_corpus_is_kept_in_the_repository() -> None:
     """The corpus is code in tests/ (hostile.py), reviewed like the rest."""
     assert Path(__file__).with_name("hostile.py").exists()
     assert len(CORPUS) >= 200
+
+
+def test_a_model_the_service_itself_fails_to_build_is_a_500_not_the_callers_fault(
+    client: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Only the caller's input is answered 400: our own response model refusing what we built is a bug,
+    answered 500 (and logged) so that the EHR does not blame, or retry with, a request that was fine."""
+
+    def broken_cards(*_: Any, **__: Any) -> Any:
+        return Action(type="delete", description="x", resourceId="not a reference")
+
+    monkeypatch.setattr("cds_service.orchestrate.build_cards", broken_cards)
+    response = post(client, "/cds-services/hip-weakness", encode(request("V01")), "application/json")
+    assert response.status_code == 500, response.text
+    assert response.json()["resourceType"] == "OperationOutcome"
+    assert "resourceId" not in response.text

@@ -183,6 +183,7 @@ BAD: dict[str, Bad] = {
         lambda t, k, s: bearer(t.sign(k.rsa1, alg="RS256")), "alg-not-allowed"
     ),
     "typ at+jwt": Bad(lambda t, k, s: bearer(t.sign(header={"typ": "at+jwt"})), "typ"),
+    "no typ": Bad(lambda t, k, s: bearer(t.sign(header={"typ": DROP})), "typ"),
     "no kid": Bad(lambda t, k, s: bearer(t.sign(header={"kid": DROP})), "missing-kid"),
     "wrong kid": Bad(lambda t, k, s: bearer(t.sign(header={"kid": "no-such-key"})), "unknown-kid"),
     "unknown iss": Bad(lambda t, k, s: bearer(t.sign(iss="https://rogue.example.org")), "unknown-iss"),

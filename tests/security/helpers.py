@@ -115,6 +115,7 @@ class Tokens:
     ) -> str:
         key = key or self.keys.ec1
         headers = _apply({"kid": key.kid, "typ": "JWT"}, header or {})
+        headers.setdefault("typ", None)  # PyJWT adds typ=JWT to a header without one; None drops it
         return jwt.encode(self.claims(**claims), key.private, algorithm=alg or key.alg, headers=headers)
 
     def forge(self, header: dict[str, Any], *, hmac_secret: bytes | None = None) -> str:

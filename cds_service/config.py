@@ -47,7 +47,10 @@ class Settings(BaseSettings):
     public_base_url: str | None = Field(
         None,
         description="External base URL (e.g. https://cds.example.org). Used for the JWT `aud` check and for "
-        "absolute links on cards. Unset: derived from the incoming request.",
+        "absolute links on cards. Required in production, and https there: derived from the request's "
+        "Host header, `aud` could be made to match a token issued to another service. Unset outside "
+        "production: derived from the incoming request.",
+        pattern=r"^https?://[^/?#\s]+(/[^?#\s]*)?$",
     )
 
     # --- EHR authentication (CDS Hooks JWT) ---
@@ -194,6 +197,8 @@ class Settings(BaseSettings):
                 problems.append("CDS_AUDIT_TOKEN is required in production")
             if self.patient_hash_secret is None:
                 problems.append("CDS_PATIENT_HASH_SECRET is required in production")
+            if not (self.public_base_url or "").startswith("https://"):
+                problems.append("CDS_PUBLIC_BASE_URL (https://...) is required in production")
             if problems:
                 raise ValueError("; ".join(problems))
         return self

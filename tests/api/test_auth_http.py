@@ -135,3 +135,21 @@ def test_production_refuses_to_start_without_trusted_clients(tmp_path: Path) -> 
         Settings(env="production", auth="required", audit_token="x", patient_hash_secret="y")
     with pytest.raises(ValidationError, match="CDS_AUTH=off is not allowed"):
         Settings(env="production", auth="off", audit_token="x", patient_hash_secret="y")
+
+
+@pytest.mark.parametrize("url", [None, "http://cds.example.org"])
+def test_production_refuses_to_derive_the_jwt_audience_from_the_host_header(
+    tmp_path: Path, url: str | None
+) -> None:
+    """Without a configured https base URL the expected ``aud`` would follow the request's Host header,
+    so a token issued to another CDS service could be replayed here by sending that service's Host."""
+    from pydantic import ValidationError
+
+    from cds_service.config import Settings
+
+    clients = tmp_path / "clients.json"
+    clients.write_text("[]")
+    secrets = {"audit_token": "x", "patient_hash_secret": "y", "trusted_clients_file": clients}
+    with pytest.raises(ValidationError, match="CDS_PUBLIC_BASE_URL"):
+        Settings(env="production", public_base_url=url, **secrets)
+    assert Settings(env="production", public_base_url="https://cds.example.org", **secrets).public_base_url

@@ -64,6 +64,7 @@ def test_production_without_its_database_refuses_to_start(tmp_path: Path) -> Non
         run_serve(
             tmp_path / "var",
             CDS_ENV="production",
+            CDS_PUBLIC_BASE_URL="https://cds.example.org",
             CDS_AUTH="required",
             CDS_TRUSTED_CLIENTS_FILE=str(clients),
             CDS_DATABASE_URL="postgresql+psycopg://nobody@127.0.0.1:9/nothing",

@@ -11,7 +11,7 @@ from __future__ import annotations
 import calendar
 import re
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 
 _DATE_RE = re.compile(
     r"^(?P<y>\d{4})(?:-(?P<m>\d{2})(?:-(?P<d>\d{2})"
@@ -24,6 +24,17 @@ class FhirDate:
     start: date
     end: date
     text: str  # the value as sent, for card text and the trace
+    at: datetime | None = None  # the UTC moment (naive), when the value has a time: orders a day's values
+
+    @property
+    def earliest(self) -> datetime:
+        """The first moment this value can mean (ordering two observations of the same day needs times)."""
+        return self.at or datetime.combine(self.start, time.min)
+
+    @property
+    def latest(self) -> datetime:
+        """The last moment this value can mean."""
+        return self.at or datetime.combine(self.end, time.max)
 
     @property
     def partial(self) -> bool:
@@ -32,6 +43,11 @@ class FhirDate:
     def days_before(self, today: date) -> int:
         """Days from the latest day this value can mean to ``today`` (0 = today; negative = future)."""
         return (today - self.end).days
+
+    def until(self, today: date) -> FhirDate:
+        """This value without the days after ``today`` (a partial date covering today cannot mean a day
+        that has not come yet; ``start`` is kept, so a window still sees the whole interval)."""
+        return FhirDate(self.start, max(self.start, min(self.end, today)), self.text, self.at)
 
     def iso(self) -> str:
         return self.start.isoformat() if not self.partial else self.text
@@ -66,7 +82,7 @@ def parse_fhir_date(value: object) -> FhirDate:
             sign = 1 if tz[0] == "+" else -1
             moment -= sign * timedelta(hours=int(tz[1:3]), minutes=int(tz[4:6]))
         utc_day = moment.date()
-        return FhirDate(utc_day, utc_day, text)
+        return FhirDate(utc_day, utc_day, text, moment)
     except (ValueError, OverflowError) as exc:  # month 13, February 30, a zone past year 1 or 9999
         raise DateProblem(f"impossible date: {text[:40]!r}") from exc
 

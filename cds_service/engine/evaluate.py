@@ -212,6 +212,9 @@ def _eval_leaf(
         passed = bool(result.value) if leaf.threshold is None else bool(result.value) == bool(leaf.threshold)
         near = [r for r, _ in result.undated]
     evidence = result.evidence if passed else ()
+    if passed and leaf.spec.value_of_a_record and leaf.compare is not None:
+        threshold = float(leaf.threshold or 0)
+        evidence = tuple(r for r in evidence if r.number is None or leaf.compare(r.number, threshold))
     walk.leaves.append(LeafTrace(leaf.label, leaf.spec.name, leaf.raw_params, passed, result.value, evidence))
     for record in near:
         walk.notes.append(DataNote(_near_miss_text(record, leaf.label), record.ref(), red_flag_rule))

@@ -14,11 +14,12 @@ Fail-safe choices, all from the knowledge base:
 
 from __future__ import annotations
 
+import math
 import operator
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import date
+from datetime import date, datetime
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -313,27 +314,54 @@ def _by_side(records: Iterable[Record]) -> dict[str | None, list[Record]]:
     return sides
 
 
-def _sort_key(r: Record) -> tuple[date, date]:
+def _sort_key(r: Record) -> tuple[datetime, datetime]:
     assert r.date is not None
-    return (r.date.start, r.date.end)
+    return (r.date.earliest, r.date.latest)
+
+
+def _before(a: Record, b: Record) -> bool:
+    """``a`` certainly happened before ``b``: two values of the same day are ordered only by their times."""
+    assert a.date is not None and b.date is not None
+    return a.date.latest < b.date.earliest
+
+
+def _latest(records: Sequence[Record]) -> Record:
+    """The most recent of dated numeric records. Records that cannot be ordered against the newest (the
+    same day without times, overlapping partial dates) are equally recent, and the lowest value among them
+    is taken: a worse grade or a lower weight must not depend on the order of a Bundle (fail-safe)."""
+    newest = max(r.date.earliest for r in records if r.date is not None)
+    candidates = [r for r in records if r.date is not None and r.date.latest >= newest]
+    return min(candidates, key=lambda r: r.number if r.number is not None else math.inf)
+
+
+def _side_groups(records: Sequence[Record], per_side: bool) -> list[list[Record]]:
+    """Records compared with each other: per body side, a record of unknown side joining every side (and
+    forming a group of its own); or all together."""
+    if not per_side:
+        return [list(records)] if records else []
+    sides = _by_side(records)
+    unknown = sides.pop(None, [])
+    groups = [side + unknown for side in sides.values()]
+    return [*groups, unknown] if unknown else groups
 
 
 def latest_score(ctx: Context, p: ScoreParams) -> FactValue:
     """Lowest over body sides of each side's latest score (MRC grade). The evidence is, per side, the
     latest observation plus the earlier ones of the same episode (consecutive values <= ``episode_max``).
-    A side with only undated scores uses its lowest undated score (§4.4: undated findings count for HW)."""
+    A side with only undated scores uses its lowest undated score (§4.4: undated findings count for HW).
+    Scores of the same day without times count as equally recent: the lowest is the latest."""
     dated, undated = _numbers(ctx, p)
     groups = _by_side(dated) if p.per_side else ({None: dated} if dated else {})
     values: list[float] = []
     evidence: list[Record] = []
     for side_records in groups.values():
-        side_records.sort(key=_sort_key)
-        latest = side_records[-1]
+        latest = _latest(side_records)
         assert latest.number is not None
         values.append(latest.number)
         evidence.append(latest)
         if p.episode_max is not None and latest.number <= p.episode_max:
-            for earlier in reversed(side_records[:-1]):
+            earlier_ones = sorted((r for r in side_records if _before(r, latest)), key=_sort_key)
+            for earlier in reversed(earlier_ones):
                 if earlier.number is None or earlier.number > p.episode_max:
                     break
                 evidence.append(earlier)
@@ -351,28 +379,23 @@ def latest_score(ctx: Context, p: ScoreParams) -> FactValue:
 
 
 def score_decline(ctx: Context, p: ScoreParams) -> FactValue:
-    """Largest fall of a score between two dated observations in the window (same side, or a side
-    unspecified on either): later lower than earlier by N grades."""
+    """How far the latest score (MRC grade) in the window is below the highest earlier one (knowledge
+    §4.3: "latest lower than an earlier one"), per side (a score of unknown side compared with every
+    side). Two scores of the same day are ordered by their times; without times they are equally recent."""
     dated, _ = _numbers(ctx, p)
-    dated.sort(key=_sort_key)
-    best = 0.0
+    best: float | None = None
     pair: tuple[Record, ...] = ()
-    for i, later in enumerate(dated):
-        for earlier in dated[:i]:
-            assert earlier.date and later.date and earlier.number is not None and later.number is not None
-            if earlier.date.start >= later.date.start:
-                continue
-            if (
-                p.per_side
-                and earlier.laterality
-                and later.laterality
-                and earlier.laterality != later.laterality
-            ):
-                continue
-            drop = earlier.number - later.number
-            if drop > best:
-                best, pair = drop, (earlier, later)
-    return FactValue(best if len(dated) >= 2 else None, pair)
+    for group in _side_groups(dated, p.per_side):
+        latest = _latest(group)
+        earlier = [r for r in group if _before(r, latest)]
+        if not earlier:
+            continue
+        top = max(earlier, key=lambda r: r.number if r.number is not None else -math.inf)
+        assert top.number is not None and latest.number is not None
+        drop = max(top.number - latest.number, 0.0)
+        if best is None or drop > best:
+            best, pair = drop, ((top, latest) if drop > 0 else ())
+    return FactValue(best, pair)
 
 
 def quantity(ctx: Context, p: QuantityParams) -> FactValue:
@@ -384,7 +407,7 @@ def quantity(ctx: Context, p: QuantityParams) -> FactValue:
     if not dated:
         return FactValue(None, (), tuple(undated))
     if p.aggregate == "latest":
-        chosen = max(dated, key=_sort_key)
+        chosen = _latest(dated)
     else:
         pick = max if p.aggregate == "max" else min
         chosen = pick(dated, key=lambda r: r.number or 0.0)
@@ -396,9 +419,8 @@ def quantity_drop_percent(ctx: Context, p: WindowParams) -> FactValue:
     dated, _ = _numbers(ctx, p)
     if len(dated) < 2:
         return FactValue(None)
-    dated.sort(key=_sort_key)
-    latest = dated[-1]
-    earlier = [r for r in dated[:-1] if r.date and latest.date and r.date.start < latest.date.start]
+    latest = _latest(dated)
+    earlier = [r for r in dated if _before(r, latest)]
     if not earlier or latest.number is None:
         return FactValue(None)
     top = max(earlier, key=lambda r: r.number or 0.0)
@@ -480,6 +502,10 @@ class FactSpec:
     params: type[Params]
     numeric: bool
     valueset_params: tuple[str, ...] = ("valueset",)
+    #: The value is one of the evidence records' own numbers (a latest grade, a maximum temperature): the
+    #: evidence keeps only the records whose number passes the rule's comparison, so that a normal MRC 5
+    #: of the other leg is not shown, or counted (bilateral weakness), as weakness.
+    value_of_a_record: bool = False
 
     @property
     def doc(self) -> str:
@@ -491,9 +517,9 @@ FACTS: dict[str, FactSpec] = {
     for spec in (
         FactSpec("finding", finding, FindingParams, False, ("valueset", "severity", "not_severity")),
         FactSpec("coded_value", coded_value, CodedValueParams, False, ("valueset", "answers")),
-        FactSpec("latest_score", latest_score, ScoreParams, True),
+        FactSpec("latest_score", latest_score, ScoreParams, True, value_of_a_record=True),
         FactSpec("score_decline", score_decline, ScoreParams, True),
-        FactSpec("quantity", quantity, QuantityParams, True),
+        FactSpec("quantity", quantity, QuantityParams, True, value_of_a_record=True),
         FactSpec("quantity_drop_percent", quantity_drop_percent, WindowParams, True),
         FactSpec("medication", medication, MedicationParams, False),
         FactSpec("weakness_onset_days", weakness_onset_days, NoParams, True, ()),

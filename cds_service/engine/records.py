@@ -9,7 +9,7 @@ Status handling (knowledge §4.2) is data: ``rules/status.yaml``.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import date
 from enum import StrEnum
@@ -18,6 +18,8 @@ from typing import Any
 from cds_service.engine.dates import DateProblem, FhirDate, parse_fhir_date, plus_years
 from cds_service.engine.terminology import Terminology
 
+#: The code system (``rules/code-systems.yaml`` key) whose codes ``Quantity.code`` must be in.
+UCUM = "ucum"
 #: Dates before this are placeholders for "unknown" (0001-01-01, 1900-01-01), not clinical dates.
 EARLIEST_PLAUSIBLE = date(1900, 1, 2)
 SUPPORTED_TYPES = ("Condition", "Observation", "MedicationRequest", "MedicationStatement", "ServiceRequest")
@@ -196,9 +198,11 @@ class Normaliser:
             return
         problems: list[str] = []
         when, source = self._date(res, rtype, out.birth_date, problems)
-        if when is not None and when.days_before(today) < -1:
+        if when is not None and (when.start - today).days > 1:  # a day's grace for time zones
             problems.append(f"date {when.text} is in the future; treated as undated")
             when, source = None, "none"
+        elif when is not None and when.end > today:
+            when = when.until(today)  # "2026-11" read on 21 November means 1-21 November
         elif when is not None and (
             when.end < EARLIEST_PLAUSIBLE or (out.birth_date and when.end < out.birth_date)
         ):
@@ -368,7 +372,7 @@ class Normaliser:
                 problems.append("value cannot be interpreted as present or absent")
                 return None
             return {}  # coded finding without value (or with a quantity): present
-        number, shown, problem = _read_number(res, kind)
+        number, shown, problem = _read_number(res, kind, self._is_ucum)
         if problem is not None:
             problems.append(problem)
             return None
@@ -402,6 +406,10 @@ class Normaliser:
             problems.append(f"coded value {fields['value_text']!r} is not a recognised {kind.id} value")
             return None
         return fields
+
+    def _is_ucum(self, system: object) -> bool:
+        found = self.terminology.system_for(system if isinstance(system, str) else None)
+        return found is not None and found.key == UCUM
 
     def _medication_end(self, res: Mapping[str, Any], problems: list[str]) -> FhirDate | None:
         if res.get("resourceType") == "MedicationRequest":
@@ -437,8 +445,11 @@ def _not_a_resource(resource: Mapping[str, Any], rtype: object) -> Unreadable:
     )
 
 
-def _read_number(res: Mapping[str, Any], kind: QuantityKind) -> tuple[float | None, str | None, str | None]:
-    """Value in the kind's canonical unit, its display, or the reason it cannot be read (never guessed)."""
+def _read_number(
+    res: Mapping[str, Any], kind: QuantityKind, is_ucum: Callable[[object], bool]
+) -> tuple[float | None, str | None, str | None]:
+    """Value in the kind's canonical unit, its display, or the reason it cannot be read (never guessed).
+    ``Quantity.code`` is read as a UCUM code when ``system`` is absent or names UCUM (``is_ucum``)."""
     unit: str | None = None
     if "valueQuantity" in res:
         q = res["valueQuantity"]
@@ -446,7 +457,7 @@ def _read_number(res: Mapping[str, Any], kind: QuantityKind) -> tuple[float | No
             return None, None, "valueQuantity is not an object"
         raw = q.get("value")
         system = q.get("system")
-        code = q.get("code") if system in (None, "http://unitsofmeasure.org") else None
+        code = q.get("code") if system is None or is_ucum(system) else None
         unit = code if isinstance(code, str) else None
         if unit is None and isinstance(q.get("unit"), str) and q["unit"] in kind.units:
             unit = q["unit"]  # the human unit spelled exactly as a UCUM code we know

@@ -2,7 +2,8 @@
 
 Matching is on (system, code) only, never on display text (knowledge base, codes.md "Matching advice").
 - System URIs are normalised through the aliases declared in ``rules/code-systems.yaml`` (OIDs, SNOMED
-  edition URIs), so a coding variant cannot hide a red flag.
+  edition URIs) and compared without regard to case or ``https``, so a coding variant cannot hide a red
+  flag.
 - ICD-10-CM codes are compared without dots, upper-case, by prefix (``S72`` matches ``S72.001A``); a value
   set entry can restrict the 7th character (``seventh: [A, B, C]``: initial encounter only).
 - ``exclude: true`` entries win over includes (``S76.0`` strains are not trauma).
@@ -84,6 +85,7 @@ class Terminology:
     systems: Mapping[str, CodeSystem]
     valuesets: Mapping[str, ValueSet]
     _by_uri: dict[str, CodeSystem] = field(init=False)
+    _prefixes: list[tuple[str, CodeSystem]] = field(init=False)
     _exact: dict[tuple[str, str], list[ValueSetEntry]] = field(init=False)
     _prefix: dict[tuple[str, str], list[ValueSetEntry]] = field(init=False)
     _vs_of_entry: dict[int, str] = field(init=False)
@@ -94,6 +96,11 @@ class Terminology:
         for system in self.systems.values():
             for uri in (system.uri, *system.aliases):
                 self._by_uri[_clean_uri(uri)] = system
+        self._prefixes = [
+            (_clean_uri(p, prefix=True), system)
+            for system in self.systems.values()
+            for p in system.uri_prefixes
+        ]
         self._exact, self._prefix, self._vs_of_entry = {}, {}, {}
         for vs in self.valuesets.values():
             for entry in vs.entries:
@@ -111,8 +118,8 @@ class Terminology:
         found = self._by_uri.get(cleaned)
         if found is not None:
             return found
-        for system in self.systems.values():
-            if any(cleaned.startswith(p) for p in system.uri_prefixes):
+        for uri_prefix, system in self._prefixes:
+            if cleaned.startswith(uri_prefix):
                 return system
         return None
 
@@ -180,5 +187,14 @@ class Terminology:
         return Matched(found, laterality, first, usable)
 
 
-def _clean_uri(uri: str) -> str:
-    return uri.strip().rstrip("/")
+def _clean_uri(uri: str, *, prefix: bool = False) -> str:
+    """A system URI as compared: trimmed, without a trailing slash, lower-case, ``https`` read as ``http``.
+
+    FHIR system URIs are case-sensitive, but no two code systems differ only by case or scheme, while
+    feeds do send ``HTTP://SNOMED.INFO/SCT`` or ``https://snomed.info/sct``: read strictly, such a
+    spelling would hide a red flag.
+    """
+    cleaned = uri.strip().lower()
+    if not prefix:
+        cleaned = cleaned.rstrip("/")
+    return "http://" + cleaned[8:] if cleaned.startswith("https://") else cleaned

@@ -51,3 +51,13 @@ def test_unreadable_dates_raise_instead_of_guessing(value: object) -> None:
 def test_recency_uses_the_latest_possible_day() -> None:
     assert parse_fhir_date("2026-01").days_before(TODAY) == -16  # could still be later this month
     assert parse_fhir_date("2026-01-01").days_before(TODAY) == 14
+
+
+def test_a_partial_date_covering_today_ends_today_and_times_order_a_day() -> None:
+    month = parse_fhir_date("2026-11").until(date(2026, 11, 21))
+    assert (month.start, month.end) == (date(2026, 11, 1), date(2026, 11, 21))
+    morning, evening = parse_fhir_date("2026-11-20T08:00:00Z"), parse_fhir_date("2026-11-20T22:00:00-02:00")
+    assert morning.latest < evening.earliest  # 22:00 at -02:00 is 00:00 UTC the next day
+    assert evening.start == date(2026, 11, 21)
+    untimed = parse_fhir_date("2026-11-20")
+    assert not untimed.latest < morning.earliest and not morning.latest < untimed.earliest

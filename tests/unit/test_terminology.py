@@ -35,7 +35,16 @@ def test_strains_sprains_and_history_codes_are_not_trauma(ruleset: RuleSet, code
 
 @pytest.mark.parametrize(
     "system",
-    [SCT, "urn:oid:2.16.840.1.113883.6.96", "http://snomed.info/sct/731000124108", "http://snomed.info/sct/"],
+    [
+        SCT,
+        "urn:oid:2.16.840.1.113883.6.96",
+        "http://snomed.info/sct/731000124108",
+        "http://snomed.info/sct/",
+        "HTTP://SNOMED.INFO/SCT",
+        "https://snomed.info/sct",
+        "HTTPS://snomed.info/sct/900000000000207008/version/20240101",
+        " http://snomed.info/sct ",
+    ],
 )
 def test_snomed_system_variants_match(ruleset: RuleSet, system: str) -> None:
     assert "ces-diagnosis" in vs(ruleset, system, "192970008")

@@ -151,6 +151,9 @@ def _detail(
     advice = list(
         dict.fromkeys([a for r in results for a in r.rule.spec.card.advice] + list(category.advice))
     )
+    policy = ruleset.policy
+    if policy.safety_prompt and all(r.rule.spec.pathway != policy.red_flag_pathway for r in results):
+        advice.append(policy.safety_prompt)
     if advice:
         lines += ["", "**What to do**", *[f"- {a}" for a in advice]]
     sources = dict.fromkeys(f"{r.rule.id} v{r.rule.spec.version}" for r in results)

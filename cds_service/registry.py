@@ -185,6 +185,8 @@ def load_ruleset(rules_dir: Path, extra_valuesets_dir: Path | None = None) -> Ru
         ended={t: frozenset(s.ended) for t, s in status.resources.items()},
         excluded={t: frozenset(s.excluded) for t, s in status.resources.items()},
         verification_excluded=frozenset(status.condition_verification_excluded),
+        negative_text=tuple(status.answer_text.negative),
+        positive_text=tuple(status.answer_text.positive),
     )
     normaliser = Normaliser(
         terminology, policy_status, kinds, status.laterality_valueset, status.negative_answer_valueset

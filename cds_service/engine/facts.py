@@ -114,6 +114,11 @@ class FindingParams(WindowParams):
     bilateral: bool = Field(
         False, description="Findings on both sides are required (left and right, or bilateral)."
     )
+    site_matches: list[str] | None = Field(
+        None,
+        description="Patterns (regular expressions), one of which the finding's bodySite text or display "
+        "must contain: a non-specific code counts only at this site (codes.md: R20.0 at a saddle site).",
+    )
     text_matches: list[str] | None = Field(
         None,
         description="Patterns (regular expressions), one of which the finding's free text (code.text, notes) "
@@ -122,7 +127,7 @@ class FindingParams(WindowParams):
 
     @model_validator(mode="after")
     def _patterns_compile(self) -> FindingParams:
-        for pattern in self.text_matches or []:
+        for pattern in (*(self.text_matches or []), *(self.site_matches or [])):
             re.compile(pattern)
         return self
 
@@ -257,6 +262,8 @@ def finding(ctx: Context, p: FindingParams) -> FactValue:
         if p.not_severity is not None and p.not_severity in r.severity:
             continue
         if p.text_matches is not None and not mentions(r.free_text, p.text_matches):
+            continue
+        if p.site_matches is not None and not any(re.search(x, r.site_text) for x in p.site_matches):
             continue
         inside = in_window(r, p, ctx)
         if not inside and p.or_recorded and r.recorded is not None:

@@ -7,9 +7,10 @@ a message that names the file and the field (``registry.load_ruleset``).
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
 Identifier = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9\-]{0,63}$")]
 Version = Annotated[str, StringConstraints(pattern=r"^\d+\.\d+\.\d+$")]
@@ -111,11 +112,26 @@ class StatusSpec(Strict):
     excluded: list[str] = Field(default_factory=list)
 
 
+class AnswerTextSpec(Strict):
+    """Whole-text answers (``valueString``, or a ``valueCodeableConcept`` with text and no usable coding)
+    read as absent or present; regular expressions matched against the whole trimmed text, any case."""
+
+    negative: list[str] = Field(default_factory=list)
+    positive: list[str] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _patterns_compile(self) -> AnswerTextSpec:
+        for pattern in (*self.negative, *self.positive):
+            re.compile(pattern)
+        return self
+
+
 class StatusFile(Strict):
     condition_verification_excluded: list[str]
     resources: dict[str, StatusSpec]
     laterality_valueset: Identifier
     negative_answer_valueset: Identifier
+    answer_text: AnswerTextSpec = Field(default_factory=AnswerTextSpec)
 
 
 # -- rules --------------------------------------------------------------------------------------------
@@ -257,6 +273,9 @@ class PolicyFile(Strict):
     red_flag_pathway: Pathway = "red-flag"
     suppress: list[SuppressSpec] = Field(default_factory=list)
     category_order: list[CategoryCode] = Field(min_length=6, max_length=6)
+    safety_prompt: str | None = Field(
+        None, description="Advice added to every card that no red flag produced (knowledge §8 S3)."
+    )
 
 
 for _model in (All, Any_, Not, RuleFile, QuantityKindSpec):

@@ -9,6 +9,7 @@ Status handling (knowledge §4.2) is data: ``rules/status.yaml``.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import date
@@ -42,6 +43,17 @@ class StatusPolicy:
     ended: Mapping[str, frozenset[str]]
     excluded: Mapping[str, frozenset[str]]
     verification_excluded: frozenset[str]
+    negative_text: tuple[str, ...] = ()  # whole-text answers meaning "absent" (regular expressions)
+    positive_text: tuple[str, ...] = ()  # ... and meaning "present"
+
+    def answer(self, text: str) -> bool | None:
+        """False/True when a free-text answer says absent/present ("denies", "yes"); None otherwise."""
+        cleaned = " ".join(text.split())
+        if _full_match(self.negative_text, cleaned):
+            return False
+        if _full_match(self.positive_text, cleaned):
+            return True
+        return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,6 +94,7 @@ class Record:
         ""  # Condition.code.text and notes: read only by rules that escalate (never by red flags)
     )
     status_note: str | None = None
+    site_text: str = ""  # bodySite text and displays, lower case: qualifies a non-specific code (R20.0)
 
     def ref(self) -> str:
         return f"{self.resource_type}/{self.id}" if self.id else self.resource_type
@@ -148,6 +161,9 @@ class Normaliser:
                     out.birth_date = _birth_date(resource) or out.birth_date
             elif rtype in SUPPORTED_TYPES:
                 self._one(resource, str(rtype), medications, patient_id, today, out)
+                if rtype == "Observation" and type(resource.get("component")) is list:
+                    for part in _components(resource):
+                        self._one(part, "Observation", medications, patient_id, today, out)
             elif not isinstance(rtype, str) or rtype.lower() in _SUPPORTED_FOLDED:
                 out.unreadable.append(_not_a_resource(resource, rtype))
         return out
@@ -240,6 +256,7 @@ class Normaliser:
                 date_source=source,
                 laterality=self._laterality(res) or laterality,
                 status_note=note,
+                site_text=_site_text(res.get("bodySite")),
                 **fields,
             )
         )
@@ -284,7 +301,7 @@ class Normaliser:
             raw = res.get("status")
             if not isinstance(raw, str):
                 return Status.current, "status missing; counted (fail-safe)"
-            code = raw
+            code = raw.strip().lower()
         if code in policy.excluded.get(rtype, frozenset()):
             return Status.excluded, None
         if code in policy.inactive.get(rtype, frozenset()):
@@ -303,6 +320,9 @@ class Normaliser:
             onset: object = res.get("onsetDateTime")
             period = res.get("onsetPeriod")
             if onset is None and isinstance(period, dict):
+                span = _period(period)
+                if span is not None:  # the onset happened some time in the period
+                    return span, "onset"
                 onset = period.get("start") or period.get("end")
             if onset is None and isinstance(res.get("onsetAge"), Mapping):
                 age = res["onsetAge"].get("value")
@@ -368,6 +388,10 @@ class Normaliser:
         if "valueCodeableConcept" in res:
             return self._coded_value(res["valueCodeableConcept"], kind, problems)
         if kind is None:
+            text = res.get("valueString")
+            said = self.status.answer(text) if isinstance(text, str) else None
+            if said is not None:
+                return {"present": said, "value_text": str(text)[:60]}
             if "valueString" in res or ("valueInteger" in res and not isinstance(res["valueInteger"], int)):
                 problems.append("value cannot be interpreted as present or absent")
                 return None
@@ -382,11 +406,13 @@ class Normaliser:
         self, concept: object, kind: QuantityKind | None, problems: list[str]
     ) -> dict[str, Any] | None:
         codings = _codings(concept)
-        valuesets, _, first, _ = self.terminology.match_codings(codings)
+        valuesets, _, first, usable = self.terminology.match_codings(codings)
+        text = concept.get("text") if isinstance(concept, dict) else None
+        said = self.status.answer(text) if isinstance(text, str) and not usable else None
         fields: dict[str, Any] = {
             "value_codes": valuesets,
             "value_text": first[1] if first else _display(concept, codings),
-            "present": self.negative_valueset not in valuesets,
+            "present": self.negative_valueset not in valuesets and said is not False,
         }
         if kind is None or (valuesets and not kind.coded_values):
             return fields
@@ -493,6 +519,44 @@ def _read_number(
     return canonical, shown, None
 
 
+def _period(period: Mapping[str, Any]) -> FhirDate | None:
+    """A Period with a readable start and end as one interval (None otherwise: read by the caller)."""
+    try:
+        start, end = parse_fhir_date(period.get("start")), parse_fhir_date(period.get("end"))
+    except DateProblem:
+        return None
+    if end.end < start.start:
+        return None
+    return FhirDate(start.start, end.end, f"{start.text} to {end.text}")
+
+
+def _site_text(sites: object) -> str:
+    """``bodySite`` (a list on Condition, one concept on Observation) as the words a rule may look for."""
+    if sites is None:
+        return ""
+    parts: list[str] = []
+    for concept in sites if isinstance(sites, list) else [sites]:
+        if isinstance(concept, dict):
+            parts.append(str(concept.get("text") or ""))
+            parts += [str(c.get("display") or "") for c in _codings(concept) if isinstance(c, dict)]
+    return " | ".join(p for p in parts if p).lower()[:500]
+
+
+def _components(res: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """Each coded component of an Observation as an Observation of its own (same id, status, dates and
+    subject): a temperature inside a vital-signs panel is a temperature (knowledge §4.3)."""
+    shared = {
+        k: v
+        for k, v in res.items()
+        if k not in ("code", "component", "dataAbsentReason", "interpretation") and not k.startswith("value")
+    }
+    return [
+        {**shared, **{k: v for k, v in part.items() if k != "id"}}
+        for part in res["component"]
+        if isinstance(part, dict) and isinstance(part.get("code"), dict)
+    ]
+
+
 def _has_value(res: Mapping[str, Any]) -> bool:
     return any(k.startswith("value") for k in res)
 
@@ -519,8 +583,12 @@ def _display(concept: object, codings: list[Any]) -> str:
 def _status_code(concept: object) -> str | None:
     for coding in _codings(concept):
         if isinstance(coding, dict) and isinstance(coding.get("code"), str):
-            return str(coding["code"]).strip()
+            return str(coding["code"]).strip().lower()  # "Refuted" is refuted, not an unknown status
     return None
+
+
+def _full_match(patterns: Iterable[str], text: str) -> bool:
+    return any(re.fullmatch(p, text, re.IGNORECASE) for p in patterns)
 
 
 def _abatement(res: Mapping[str, Any]) -> FhirDate | None:

@@ -149,7 +149,16 @@ def test_production_refuses_to_derive_the_jwt_audience_from_the_host_header(
 
     clients = tmp_path / "clients.json"
     clients.write_text("[]")
-    secrets = {"audit_token": "x", "patient_hash_secret": "y", "trusted_clients_file": clients}
+
+    def production(base_url: str | None) -> Settings:
+        return Settings(
+            env="production",
+            public_base_url=base_url,
+            audit_token="x",
+            patient_hash_secret="y",
+            trusted_clients_file=clients,
+        )
+
     with pytest.raises(ValidationError, match="CDS_PUBLIC_BASE_URL"):
-        Settings(env="production", public_base_url=url, **secrets)
-    assert Settings(env="production", public_base_url="https://cds.example.org", **secrets).public_base_url
+        production(url)
+    assert production("https://cds.example.org").public_base_url

@@ -68,7 +68,9 @@ def test_physiotherapy_drafted_with_a_red_flag_is_critical(client: TestClient, h
 
 
 @pytest.mark.parametrize("rid", [None, "x" * 65])  # a urn:uuid draft with no id; an id FHIR does not allow
-def test_a_draft_that_cannot_be_named_still_gets_the_critical_card(client: TestClient, rid: str | None) -> None:
+def test_a_draft_that_cannot_be_named_still_gets_the_critical_card(
+    client: TestClient, rid: str | None
+) -> None:
     unnamed = draft("unused", PHYSIO, "hw-v01")
     if rid is None:
         del unnamed["id"]

@@ -68,3 +68,24 @@ def test_cards_are_ordered_by_indicator_then_category(ruleset: RuleSet) -> None:
     )
     cards = build_cards(combined, ruleset, CardContext("p1", "https://cds.example.org"))
     assert [c.indicator.value for c in cards] == ["warning", "info"]
+
+
+@pytest.mark.parametrize("category", [c for c in CATEGORIES if c != "urgent-referral"])
+def test_every_card_without_a_red_flag_prompts_for_the_symptoms_patients_do_not_volunteer(
+    ruleset: RuleSet, category: str
+) -> None:
+    """Knowledge §8 S3: the card text prompts for saddle, bladder, bowel and sexual symptoms even when no
+    red-flag rule fires; the red-flag cards carry their own advice instead."""
+    evaluation = all_rules_firing(ruleset, category, red_flag=False)
+    non_red = tuple(r for r in evaluation.results if r.rule.spec.pathway != "red-flag")
+    evaluation = Evaluation(date(2026, 1, 15), True, None, False, non_red, {category: non_red}, (), (), ())
+    [card] = build_cards(evaluation, ruleset, CardContext("p1", "https://cds.example.org"))
+    assert card.detail is not None
+    for symptom in ("bladder", "bowel", "saddle", "sexual"):
+        assert symptom in card.detail, (category, symptom)
+    [urgent] = build_cards(
+        all_rules_firing(ruleset, "urgent-referral", red_flag=True),
+        ruleset,
+        CardContext("p1", "https://x.org"),
+    )
+    assert ruleset.policy.safety_prompt and ruleset.policy.safety_prompt not in (urgent.detail or "")

@@ -162,7 +162,7 @@ class Normaliser:
             elif rtype in SUPPORTED_TYPES:
                 self._one(resource, str(rtype), medications, patient_id, today, out)
                 if rtype == "Observation" and type(resource.get("component")) is list:
-                    for part in _components(resource):
+                    for part in self._components(resource):
                         self._one(part, "Observation", medications, patient_id, today, out)
             elif not isinstance(rtype, str) or rtype.lower() in _SUPPORTED_FOLDED:
                 out.unreadable.append(_not_a_resource(resource, rtype))
@@ -260,6 +260,23 @@ class Normaliser:
                 **fields,
             )
         )
+
+    def _components(self, res: Mapping[str, Any]) -> list[dict[str, Any]]:
+        """The components of an Observation that a rule could read (coded in some value set, or with no
+        usable coding at all, which is reported), each as an Observation of its own with the panel's id,
+        status, dates and subject: a temperature inside a vital-signs panel is a temperature (§4.3).
+        Components no rule reads (blood pressure parts) are skipped before any copy is made."""
+        wanted = []
+        for part in res["component"]:
+            if type(part) is dict and type(part.get("code")) is dict:
+                matched = self.terminology.match_codings(_codings(part["code"]))
+                if matched.valuesets or not matched.usable:
+                    wanted.append(part)
+        if not wanted:
+            return []
+        skip = ("code", "component", "dataAbsentReason", "interpretation")
+        shared = {k: v for k, v in res.items() if k not in skip and not k.startswith("value")}
+        return [{**shared, **{k: v for k, v in part.items() if k != "id"}} for part in wanted]
 
     def _concept(
         self, res: dict[str, Any], rtype: str, medications: Mapping[str, Mapping[str, Any]]
@@ -540,21 +557,6 @@ def _site_text(sites: object) -> str:
             parts.append(str(concept.get("text") or ""))
             parts += [str(c.get("display") or "") for c in _codings(concept) if isinstance(c, dict)]
     return " | ".join(p for p in parts if p).lower()[:500]
-
-
-def _components(res: Mapping[str, Any]) -> list[dict[str, Any]]:
-    """Each coded component of an Observation as an Observation of its own (same id, status, dates and
-    subject): a temperature inside a vital-signs panel is a temperature (knowledge §4.3)."""
-    shared = {
-        k: v
-        for k, v in res.items()
-        if k not in ("code", "component", "dataAbsentReason", "interpretation") and not k.startswith("value")
-    }
-    return [
-        {**shared, **{k: v for k, v in part.items() if k != "id"}}
-        for part in res["component"]
-        if isinstance(part, dict) and isinstance(part.get("code"), dict)
-    ]
 
 
 def _has_value(res: Mapping[str, Any]) -> bool:

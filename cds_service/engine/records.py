@@ -143,6 +143,7 @@ class Normaliser:
         }
         self.laterality_valueset = laterality_valueset
         self.negative_valueset = negative_valueset
+        self._ucum_systems: dict[str, bool] = {}
 
     def normalise(
         self, resources: Iterable[Mapping[str, Any]], patient_id: str | None, today: date
@@ -451,8 +452,15 @@ class Normaliser:
         return fields
 
     def _is_ucum(self, system: object) -> bool:
-        found = self.terminology.system_for(system if isinstance(system, str) else None)
-        return found is not None and found.key == UCUM
+        if not isinstance(system, str):
+            return False
+        known = self._ucum_systems.get(system)
+        if known is None:  # every quantity passes here: remember each spelling once (bounded)
+            found = self.terminology.system_for(system)
+            known = found is not None and found.key == UCUM
+            if len(self._ucum_systems) < 1000:
+                self._ucum_systems[system] = known
+        return known
 
     def _medication_end(self, res: Mapping[str, Any], problems: list[str]) -> FhirDate | None:
         if res.get("resourceType") == "MedicationRequest":

@@ -124,6 +124,9 @@ def _card(
 
 
 def _summary(category: CategorySpec, results: Sequence[RuleResult], subordinate: bool) -> str:
+    own = results[0].rule.spec.card.summary
+    if own and not subordinate:
+        return own
     template = (
         category.subordinate_summary if subordinate and category.subordinate_summary else category.summary
     )
@@ -187,7 +190,8 @@ def _escape(text: str | None) -> str:
 
 
 def _orders(category: CategorySpec, results: Sequence[RuleResult]) -> list[OrderSpec]:
-    orders = {category.order.id: category.order}
+    wanted = any(r.rule.spec.card.category_order for r in results)
+    orders = {category.order.id: category.order} if wanted else {}
     for result in results:
         for order in result.rule.spec.orders:
             orders.setdefault(order.id, order)

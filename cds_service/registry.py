@@ -171,7 +171,14 @@ def load_ruleset(rules_dir: Path, extra_valuesets_dir: Path | None = None) -> Ru
             raise RuleFileError(f"{where}: value_kind {vs.value_kind!r} is not in quantities.yaml")
         entries = tuple(_entry(systems, e, where) for e in [*vs.codes, *extra.get(vs_id, [])])
         valuesets[vs_id] = ValueSet(
-            vs.id, vs.version, vs.title, entries, vs.value_kind, vs.description, tuple(vs.sources)
+            vs.id,
+            vs.version,
+            vs.title,
+            entries,
+            vs.value_kind,
+            vs.description,
+            tuple(vs.sources),
+            tuple(vs.not_at_sites),
         )
     terminology = Terminology(systems, valuesets)
 

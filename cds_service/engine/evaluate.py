@@ -140,6 +140,8 @@ def evaluate(
             if matched:
                 ctx.set_weakness(evidence)
         ctx.fired[compiled.id] = fired
+        if fired:
+            ctx.evidence_of[compiled.id] = evidence
         if fired or is_entry or compiled.spec.pathway == policy.red_flag_pathway:
             notes.extend(walk.notes)
         results.append(RuleResult(compiled, matched, fired, evidence, tuple(walk.leaves)))

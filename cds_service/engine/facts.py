@@ -49,6 +49,7 @@ class Context:
     weakness_evidence: tuple[Record, ...] = ()
     weakness_onset: FhirDate | None = None
     fired: dict[str, bool] = field(default_factory=dict)
+    evidence_of: dict[str, tuple[Record, ...]] = field(default_factory=dict)  # of each rule that fired
     pathway_of: Mapping[str, str] = field(default_factory=dict)
     selections: frozenset[str] | None = None  # order-select: "Type/id" of newly selected draft orders
 
@@ -155,6 +156,9 @@ class MedicationParams(Params):
 class RuleParams(Params):
     rules: list[str] | None = None
     pathways: list[str] | None = None
+    with_evidence: bool = Field(
+        False, description="Show the findings behind the rules that fired (e.g. which red flag) on the card."
+    )
 
     @model_validator(mode="after")
     def _one_of(self) -> RuleParams:
@@ -488,7 +492,9 @@ def rule(ctx: Context, p: RuleParams) -> FactValue:
         for rid, pathway in ctx.pathway_of.items()
         if (p.rules and rid in p.rules) or (p.pathways and pathway in p.pathways)
     ]
-    return FactValue(any(ctx.fired.get(rid, False) for rid in targets))
+    fired = [rid for rid in targets if ctx.fired.get(rid, False)]
+    evidence = tuple(r for rid in fired for r in ctx.evidence_of.get(rid, ())) if p.with_evidence else ()
+    return FactValue(bool(fired), evidence)
 
 
 def draft_order(ctx: Context, p: DraftOrderParams) -> FactValue:

@@ -66,8 +66,19 @@ class ValueSetFile(Strict):
     title: str
     description: str = ""
     value_kind: str | None = Field(None, description="How observation values are read (quantities.yaml).")
+    not_at_sites: list[str] = Field(
+        default_factory=list,
+        description="Regular expressions: a finding whose bodySite text or display matches one is not in "
+        "this value set (a generic 'muscle strain' of the shoulder is not a hip strain).",
+    )
     sources: list[str] = Field(default_factory=list)
     codes: list[CodeEntry] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _sites_compile(self) -> ValueSetFile:
+        for pattern in self.not_at_sites:
+            re.compile(pattern)
+        return self
 
 
 class ExtraCodesFile(Strict):
@@ -167,6 +178,14 @@ class CardText(Strict):
     )
     reason: str = Field(description="One markdown line: why this rule fired (findings follow it).")
     advice: list[str] = Field(default_factory=list, description="What to do (markdown lines).")
+    summary: Annotated[str, StringConstraints(min_length=10, max_length=139)] | None = Field(
+        None,
+        description="Replaces the category's summary when this rule leads the card: for a rule whose "
+        "message is not the category's advice (an order that may not be indicated).",
+    )
+    category_order: bool = Field(
+        True, description="Offer the category's own order as a suggestion (off when the card questions it)."
+    )
 
 
 class Leaf(BaseModel):

@@ -144,6 +144,11 @@ class Normaliser:
         self.laterality_valueset = laterality_valueset
         self.negative_valueset = negative_valueset
         self._ucum_systems: dict[str, bool] = {}
+        self.not_at_sites = {
+            vs.id: re.compile("|".join(vs.not_at_sites), re.IGNORECASE)
+            for vs in terminology.valuesets.values()
+            if vs.not_at_sites
+        }
 
     def normalise(
         self, resources: Iterable[Mapping[str, Any]], patient_id: str | None, today: date
@@ -195,20 +200,20 @@ class Normaliser:
             return
         valuesets, laterality, code, usable = self.terminology.match_codings(codings)
         if not valuesets:
-            if not usable:
+            problem = self._unknown_code(rtype, codings, usable)
+            if problem is not None:
                 out.unreadable.append(
-                    Unreadable(
-                        rtype,
-                        rid,
-                        "code has no coding with a system and code",
-                        display=_display(concept, codings),
-                        code_unknown=True,
-                    )
+                    Unreadable(rtype, rid, problem, display=_display(concept, codings), code_unknown=True)
                 )
             return  # not something any rule reads
         if patient_id is not None and _about_other_patient(res, patient_id):
             out.other_patient += 1
             return
+        site_text = _site_text(res.get("bodySite"))
+        if site_text and not valuesets.isdisjoint(self.not_at_sites):
+            valuesets = frozenset(v for v in valuesets if not self._elsewhere(v, site_text))
+            if not valuesets:
+                return  # e.g. a muscle strain of the shoulder: nothing any rule reads
         display = _display(concept, codings)
         status, note = self._status(res, rtype, today)
         if status is Status.excluded:
@@ -257,7 +262,7 @@ class Normaliser:
                 date_source=source,
                 laterality=self._laterality(res) or laterality,
                 status_note=note,
-                site_text=_site_text(res.get("bodySite")),
+                site_text=site_text,
                 **fields,
             )
         )
@@ -315,6 +320,8 @@ class Normaliser:
                     return Status.inactive, "no clinicalStatus; abatement in the past"
                 return Status.current, None
             code = clinical
+        elif res.get("doNotPerform") is True:  # a prohibition: the drug is not taken (MedicationRequest)
+            return Status.excluded, None
         else:
             raw = res.get("status")
             if not isinstance(raw, str):
@@ -451,6 +458,26 @@ class Normaliser:
             return None
         return fields
 
+    def _unknown_code(self, rtype: str, codings: list[Any], usable: bool) -> str | None:
+        """Why an unmatched code could hide a finding, or None when it is simply about something else.
+
+        A code with no usable coding could be anything. A Condition or medication coded only in systems
+        the rules do not know (a local problem-list or formulary code) could be a red flag or an
+        anticoagulant; an Observation is not reported for that (EHR flowsheet rows are local-coded by
+        the hundred and would bury the note that matters)."""
+        if not usable:
+            return "code has no coding with a system and code"
+        if rtype == "Observation" or rtype == "ServiceRequest":
+            return None
+        systems = [c.get("system") for c in codings if type(c) is dict]
+        if any(self.terminology.system_for(s if isinstance(s, str) else None) for s in systems):
+            return None
+        return "coded only in a code system the rules do not use; not read"
+
+    def _elsewhere(self, valueset: str, site_text: str) -> bool:
+        pattern = self.not_at_sites.get(valueset)
+        return pattern is not None and pattern.search(site_text) is not None
+
     def _is_ucum(self, system: object) -> bool:
         if not isinstance(system, str):
             return False
@@ -470,6 +497,8 @@ class Normaliser:
         else:
             period = res.get("effectivePeriod")
             end = period.get("end") if isinstance(period, dict) else res.get("effectiveDateTime")
+        if end is None:
+            end = _dosage_end(res)  # the last day of the dosage's timing bounds: when the drug was stopped
         if end is None:
             return None
         try:
@@ -542,6 +571,19 @@ def _read_number(
     if unit not in (None, "1", "", kind.canonical_unit):
         shown += f" = {canonical:.1f} {kind.display_unit}"
     return canonical, shown, None
+
+
+def _dosage_end(res: Mapping[str, Any]) -> str | None:
+    """The latest ``dosage[Instruction].timing.repeat.boundsPeriod.end`` (ISO strings compare by date)."""
+    ends: list[str] = []
+    for dosage in _list(res.get("dosageInstruction")) + _list(res.get("dosage")):
+        timing = dosage.get("timing") if isinstance(dosage, dict) else None
+        repeat = timing.get("repeat") if isinstance(timing, dict) else None
+        bounds = repeat.get("boundsPeriod") if isinstance(repeat, dict) else None
+        end = bounds.get("end") if isinstance(bounds, dict) else None
+        if isinstance(end, str):
+            ends.append(end)
+    return max(ends) if ends else None
 
 
 def _period(period: Mapping[str, Any]) -> FhirDate | None:

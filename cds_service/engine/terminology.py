@@ -56,6 +56,7 @@ class ValueSet:
     value_kind: str | None = None
     description: str = ""
     sources: tuple[str, ...] = ()
+    not_at_sites: tuple[str, ...] = ()  # bodySite patterns that take a finding out of this value set
 
 
 @dataclass(frozen=True, slots=True)

@@ -65,6 +65,7 @@ def test_physiotherapy_drafted_with_a_red_flag_is_critical(client: TestClient, h
         a for a in actions if a["type"] == "delete"
     ).items()
     assert any(a["type"] == "create" and a["resource"]["priority"] == "stat" for a in actions)
+    assert "Retention of urine" in card["detail"]  # which red flag: its findings are listed
 
 
 @pytest.mark.parametrize("rid", [None, "x" * 65])  # a urn:uuid draft with no id; an id FHIR does not allow
@@ -103,16 +104,54 @@ def test_physiotherapy_without_a_red_flag_is_silent(client: TestClient) -> None:
     assert order_call(client, "V33", "order-sign", [draft("pt1", PHYSIO, "hw-v33")]) == {"cards": []}
 
 
-@pytest.mark.parametrize("case", ["V33", "V46"])  # hip OA (no neurological finding); no hip weakness at all
 def test_lumbar_mri_without_red_flag_or_neurological_finding_gets_the_imaging_guidance(
-    client: TestClient, case: str
+    client: TestClient,
 ) -> None:
-    data = order_call(client, case, "order-sign", [draft("mri1", MRI, f"hw-{case.lower()}")])
+    data = order_call(client, "V33", "order-sign", [draft("mri1", MRI, "hw-v33")])  # hip OA
     assert categories(data) == ["mri-lumbar-spine"]
     card = data["cards"][0]
     assert card["indicator"] == "info"
     assert "NICE NG59" in card["detail"]
     assert card["source"]["url"] == "https://www.nice.org.uk/guidance/ng59/chapter/Recommendations"
+    # The card questions the order: it must not also advise an MRI or offer to order one.
+    assert "check the indication" in card["summary"] and "advised" not in card["summary"]
+    assert not card.get("suggestions")
+
+
+@pytest.mark.parametrize("drafted", [[], [("mri1", MRI)], [("pt1", PHYSIO), ("mri1", MRI)]])
+def test_no_hip_weakness_no_card_even_with_red_flag_data_and_a_lumbar_mri_drafted(
+    client: TestClient, drafted: list[tuple[str, dict[str, str]]]
+) -> None:
+    """Knowledge §5.5: without hip weakness there are no cards at all. V46 has none; with retention and
+    saddle numbness added, an "imaging not indicated" card would argue against an emergency MRI."""
+    extra = [
+        {
+            "resourceType": "Condition",
+            "id": f"ces-{n}",
+            "clinicalStatus": {"coding": [{"code": "active"}]},
+            "code": {"coding": [{"system": "http://snomed.info/sct", "code": code}]},
+            "subject": {"reference": "Patient/hw-v46"},
+            "onsetDateTime": "2026-01-14",
+        }
+        for n, code in enumerate(("267064002", "449813001"))
+    ]
+    drafts = [draft(rid, coding, "hw-v46") for rid, coding in drafted] or [draft("x", OTHER, "hw-v46")]
+    context = {
+        "draftOrders": {
+            "resourceType": "Bundle",
+            "type": "collection",
+            "entry": [{"resource": d} for d in drafts],
+        }
+    }
+    for hook in ("order-select", "order-sign"):
+        if hook == "order-select":
+            context["selections"] = [f"ServiceRequest/{d['id']}" for d in drafts]
+        body = hook_request(
+            [*bundle_resources(vignette_bundle("V46")), *extra], "hw-v46", hook=hook, extra_context=context
+        )
+        response = client.post(f"/cds-services/hip-weakness-{hook}", json=body)
+        assert response.status_code == 200, response.text
+        assert response.json() == {"cards": []}, hook
 
 
 @pytest.mark.parametrize("case", ["V27", "V01"])  # radiculopathy; cauda equina

@@ -136,6 +136,31 @@ def test_medication_that_cannot_be_resolved_is_reported(client: TestClient) -> N
     assert "medicationReference could not be resolved" in detail
 
 
+def test_a_condition_or_drug_coded_only_in_a_local_system_is_reported_and_a_local_observation_is_not(
+    client: TestClient,
+) -> None:
+    local = "urn:oid:1.2.840.114350.1.13.0.1.7.2.696871"  # an EHR's own problem-list / formulary codes
+    fracture = {**STRAIN, "system": local, "code": "12345", "display": "Fractured neck of femur"}
+    drug = {
+        "type": "MedicationRequest",
+        "system": local,
+        "code": "67890",
+        "display": "Blood thinner (local formulary)",
+        "status": "active",
+    }
+    flowsheet = {
+        "type": "Observation",
+        "system": local,
+        "code": "3040",
+        "display": "Pain goal",
+        "status": "final",
+    }
+    detail = call(client, WEAKNESS, STRAIN, fracture, drug, flowsheet)["cards"][0]["detail"]
+    assert "Fractured neck of femur: coded only in a code system the rules do not use" in detail
+    assert "Blood thinner (local formulary): coded only" in detail
+    assert "Pain goal" not in detail
+
+
 def test_notes_go_on_the_highest_card_only(client: TestClient) -> None:
     radiculopathy = {
         "type": "Condition",

@@ -12,7 +12,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Self
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -50,7 +50,7 @@ class Settings(BaseSettings):
         "absolute links on cards. Required in production, and https there: derived from the request's "
         "Host header, `aud` could be made to match a token issued to another service. Unset outside "
         "production: derived from the incoming request.",
-        pattern=r"^https?://[^/?#\s]+(/[^?#\s]*)?$",
+        pattern=r"^(?i:https?)://[^/?#\s]+(/[^?#\s]*)?$",
     )
 
     # --- EHR authentication (CDS Hooks JWT) ---
@@ -185,6 +185,12 @@ class Settings(BaseSettings):
     def sqlalchemy_url(self) -> str:
         return self.database_url or f"sqlite:///{self.data_dir / 'cds.sqlite3'}"
 
+    @field_validator("public_base_url", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: object) -> object:
+        """``CDS_PUBLIC_BASE_URL=`` (empty) means unset, as it did before the URL was validated."""
+        return None if isinstance(value, str) and not value.strip() else value
+
     @model_validator(mode="after")
     def _refuse_unsafe_production(self) -> Self:
         if self.env is Environment.production:
@@ -197,7 +203,7 @@ class Settings(BaseSettings):
                 problems.append("CDS_AUDIT_TOKEN is required in production")
             if self.patient_hash_secret is None:
                 problems.append("CDS_PATIENT_HASH_SECRET is required in production")
-            if not (self.public_base_url or "").startswith("https://"):
+            if not (self.public_base_url or "").lower().startswith("https://"):
                 problems.append("CDS_PUBLIC_BASE_URL (https://...) is required in production")
             if problems:
                 raise ValueError("; ".join(problems))

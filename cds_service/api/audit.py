@@ -8,7 +8,7 @@ with the service's key: the id is never stored, logged or echoed.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, HTTPException, Path, Query
@@ -17,6 +17,7 @@ from cds_service.api.deps import AuditAccess, StateDep
 from cds_service.audit.examples import DETAIL_EXAMPLE, PAGE_EXAMPLE, STATS_EXAMPLE
 from cds_service.audit.repository import InvocationFilter
 from cds_service.audit.views import InvocationDetail, InvocationPage, StatsResponse
+from cds_service.engine.dates import as_utc
 from cds_service.schemas import OperationOutcome
 
 router = APIRouter(prefix="/audit", tags=["Audit"], dependencies=[AuditAccess])
@@ -158,4 +159,7 @@ async def audit_stats(
 def _utc(value: datetime | None) -> datetime | None:
     if value is None:
         return None
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+    try:
+        return as_utc(value)
+    except ValueError as exc:
+        raise HTTPException(400, f"since/until: {exc}") from None

@@ -172,7 +172,7 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_: Request, exc: StarletteHTTPException) -> Response:
-        code = {404: "not-found", 405: "not-supported"}.get(exc.status_code, "processing")
+        code = {400: "invalid", 404: "not-found", 405: "not-supported"}.get(exc.status_code, "processing")
         detail = exc.detail if isinstance(exc.detail, str) else "HTTP error"
         return outcome(exc.status_code, code, detail, headers=getattr(exc, "headers", None))
 

@@ -31,6 +31,8 @@ from typing import Annotated, Any, Literal
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
 
+from cds_service.engine.dates import as_utc
+
 EPIC_REASON = "com.epic.cdshooks.feedback.overrideReason."
 EPIC_SYSTEM = "urn:com.epic.cdshooks.feedback.overrideReason"
 
@@ -83,7 +85,7 @@ class FeedbackItem(Lenient):
     @field_validator("outcomeTimestamp")
     @classmethod
     def _utc(cls, value: datetime) -> datetime:
-        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+        return as_utc(value)
 
 
 class FeedbackRequest(Lenient):

@@ -19,6 +19,9 @@ _DATE_RE = re.compile(
 )
 
 
+_EAST, _WEST = timedelta(hours=14), timedelta(hours=12)  # the widest zone offsets in use
+
+
 @dataclass(frozen=True, slots=True)
 class FhirDate:
     start: date
@@ -28,13 +31,15 @@ class FhirDate:
 
     @property
     def earliest(self) -> datetime:
-        """The first moment this value can mean (ordering two observations of the same day needs times)."""
-        return self.at or datetime.combine(self.start, time.min)
+        """The first UTC moment this value can mean (ordering two observations of one day needs times).
+        A value without a time is a calendar day in an unknown zone (UTC-12 to UTC+14), so it can start
+        14 hours before that day in UTC and end 12 hours after it."""
+        return self.at or datetime.combine(self.start, time.min) - _EAST
 
     @property
     def latest(self) -> datetime:
-        """The last moment this value can mean."""
-        return self.at or datetime.combine(self.end, time.max)
+        """The last UTC moment this value can mean."""
+        return self.at or datetime.combine(self.end, time.max) + _WEST
 
     @property
     def partial(self) -> bool:
@@ -100,6 +105,17 @@ def plus_years(born: date, years: float) -> date:
         return shifted + timedelta(days=round((years - whole) * 365.25))
     except (ValueError, OverflowError) as exc:  # before year 1 or after 9999
         raise DateProblem(f"age {years:g} gives a date out of range") from exc
+
+
+def as_utc(value: datetime) -> datetime:
+    """``value`` in UTC (a naive value is taken as UTC). ValueError, not OverflowError, when the shift
+    leaves the calendar (``0001-01-01T00:00+01:00``), so callers answer 400 rather than 500."""
+    if value.tzinfo is None:
+        return value.replace(tzinfo=UTC)
+    try:
+        return value.astimezone(UTC)
+    except OverflowError as exc:
+        raise ValueError(f"{value.isoformat()} is outside the representable range in UTC") from exc
 
 
 def utc_today(now: datetime) -> date:

@@ -267,8 +267,8 @@ def finding(ctx: Context, p: FindingParams) -> FactValue:
             continue
         if p.text_matches is not None and not mentions(r.free_text, p.text_matches):
             continue
-        if p.site_matches is not None and not any(re.search(x, r.site_text) for x in p.site_matches):
-            continue
+        if p.site_matches is not None and not mentions(r.site_text, p.site_matches):
+            continue  # the site must be named, and not negated ("not perineal: lateral thigh")
         inside = in_window(r, p, ctx)
         if not inside and p.or_recorded and r.recorded is not None:
             inside = in_window(replace(r, date=r.recorded), p, ctx)
@@ -331,28 +331,68 @@ def _sort_key(r: Record) -> tuple[datetime, datetime]:
 
 
 def _before(a: Record, b: Record) -> bool:
-    """``a`` certainly happened before ``b``: two values of the same day are ordered only by their times."""
-    assert a.date is not None and b.date is not None
-    return a.date.latest < b.date.earliest
+    """``a`` certainly happened before ``b``. Two date-only values are calendar days of the sending
+    system, compared by day; two timed values by their moments; a date-only value against a timed one
+    allows for the unknown zone of the day (``FhirDate.earliest``/``latest``)."""
+    da, db = a.date, b.date
+    assert da is not None and db is not None
+    if da.at is None and db.at is None:
+        return da.end < db.start
+    if da.at is not None and db.at is not None:
+        return da.at < db.at
+    return da.latest < db.earliest
+
+
+def _latest_candidates(records: Sequence[Record]) -> list[Record]:
+    """The dated records that may be the most recent: those not certainly before another one (the same
+    day without times, overlapping partial dates, a day against a time of that day). Linear: a record is
+    before some other one exactly when it is before the newest date-only one or the newest timed one."""
+    dated = [r for r in records if r.date is not None]
+    days = [r for r in dated if r.date is not None and r.date.at is None]
+    timed = [r for r in dated if r.date is not None and r.date.at is not None]
+    newest = [
+        *([max(days, key=lambda r: r.date.start if r.date else date.min)] if days else []),
+        *([max(timed, key=lambda r: r.date.at if r.date and r.date.at else datetime.min)] if timed else []),
+    ]
+    return [r for r in dated if not any(_before(r, n) for n in newest)]
 
 
 def _latest(records: Sequence[Record]) -> Record:
-    """The most recent of dated numeric records. Records that cannot be ordered against the newest (the
-    same day without times, overlapping partial dates) are equally recent, and the lowest value among them
-    is taken: a worse grade or a lower weight must not depend on the order of a Bundle (fail-safe)."""
-    newest = max(r.date.earliest for r in records if r.date is not None)
-    candidates = [r for r in records if r.date is not None and r.date.latest >= newest]
-    return min(candidates, key=lambda r: r.number if r.number is not None else math.inf)
+    """The most recent of dated numeric records; among equally recent ones the lowest value (a worse
+    grade, a lower weight), ties broken by id, so that the answer never depends on a Bundle's order."""
+    return min(_latest_candidates(records), key=_low_first)
+
+
+def _low_first(r: Record) -> tuple[float, str]:
+    return (r.number if r.number is not None else math.inf, r.id or "")
+
+
+def _largest_fall(records: Sequence[Record]) -> tuple[Record, Record] | None:
+    """(earlier, latest) with the largest fall from a value certainly before a possibly-latest value to
+    it: every candidate for "latest" is tried, so an ambiguous order can only reveal a decline."""
+    best: tuple[float, Record, Record] | None = None
+    for latest in sorted(_latest_candidates(records), key=_low_first):
+        earlier = [r for r in records if _before(r, latest)]
+        if not earlier or latest.number is None:
+            continue
+        top = max(earlier, key=lambda r: (r.number if r.number is not None else -math.inf, r.id or ""))
+        assert top.number is not None
+        if best is None or top.number - latest.number > best[0]:
+            best = (top.number - latest.number, top, latest)
+    return None if best is None else (best[1], best[2])
 
 
 def _side_groups(records: Sequence[Record], per_side: bool) -> list[list[Record]]:
-    """Records compared with each other: per body side, a record of unknown side joining every side (and
-    forming a group of its own); or all together."""
+    """Records compared with each other: per body side, where a bilateral record belongs to the left and
+    the right, and a record of unknown side joins every side (and forms a group of its own); or all
+    together."""
     if not per_side:
         return [list(records)] if records else []
     sides = _by_side(records)
     unknown = sides.pop(None, [])
-    groups = [side + unknown for side in sides.values()]
+    both = sides.pop("bilateral", [])
+    lateral = [side + both + unknown for side in sides.values()]
+    groups = lateral or ([both + unknown] if both else [])
     return [*groups, unknown] if unknown else groups
 
 
@@ -397,11 +437,10 @@ def score_decline(ctx: Context, p: ScoreParams) -> FactValue:
     best: float | None = None
     pair: tuple[Record, ...] = ()
     for group in _side_groups(dated, p.per_side):
-        latest = _latest(group)
-        earlier = [r for r in group if _before(r, latest)]
-        if not earlier:
+        found = _largest_fall(group)
+        if found is None:
             continue
-        top = max(earlier, key=lambda r: r.number if r.number is not None else -math.inf)
+        top, latest = found
         assert top.number is not None and latest.number is not None
         drop = max(top.number - latest.number, 0.0)
         if best is None or drop > best:
@@ -428,14 +467,11 @@ def quantity(ctx: Context, p: QuantityParams) -> FactValue:
 def quantity_drop_percent(ctx: Context, p: WindowParams) -> FactValue:
     """Percent fall from the highest earlier value to the latest value inside the window (weight loss)."""
     dated, _ = _numbers(ctx, p)
-    if len(dated) < 2:
+    found = _largest_fall(dated) if len(dated) >= 2 else None
+    if found is None:
         return FactValue(None)
-    latest = _latest(dated)
-    earlier = [r for r in dated if _before(r, latest)]
-    if not earlier or latest.number is None:
-        return FactValue(None)
-    top = max(earlier, key=lambda r: r.number or 0.0)
-    assert top.number
+    top, latest = found
+    assert top.number and latest.number is not None
     return FactValue(round(100.0 * (top.number - latest.number) / top.number, 2), (top, latest))
 
 

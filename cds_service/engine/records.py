@@ -219,21 +219,14 @@ class Normaliser:
         if status is Status.excluded:
             return
         problems: list[str] = []
-        when, source = self._date(res, rtype, out.birth_date, problems)
-        if when is not None and (when.start - today).days > 1:  # a day's grace for time zones
-            problems.append(f"date {when.text} is in the future; treated as undated")
-            when, source = None, "none"
-        elif when is not None and when.end > today:
-            when = when.until(today)  # "2026-11" read on 21 November means 1-21 November
-        elif when is not None and (
-            when.end < EARLIEST_PLAUSIBLE or (out.birth_date and when.end < out.birth_date)
-        ):
-            # 0001-01-01 (.NET DateTime.MinValue) and 1900-01-01 are how some systems write "no date"
-            problems.append(f"date {when.text} is before the patient's life; treated as undated")
-            when, source = None, "none"
+        when, source = self._date(res, rtype, out.birth_date, today, problems)
+        when = _plausible(when, today, out.birth_date, problems)
+        if when is None:
+            source = "none"
         fields: dict[str, Any] = {}
         if rtype == "Condition":
-            fields["recorded"] = _optional_date(res.get("recordedDate"))
+            recorded = _optional_date(res.get("recordedDate"))
+            fields["recorded"] = _plausible(recorded, today, out.birth_date, problems, "recordedDate ")
             fields["free_text"] = _free_text(res)
             severity = res.get("severity")
             if isinstance(severity, dict):
@@ -338,14 +331,14 @@ class Normaliser:
         return Status.current, f"unrecognised status {code[:30]!r}; counted (fail-safe)"
 
     def _date(
-        self, res: Mapping[str, Any], rtype: str, birth: date | None, problems: list[str]
+        self, res: Mapping[str, Any], rtype: str, birth: date | None, today: date, problems: list[str]
     ) -> tuple[FhirDate | None, str]:
         candidates: list[tuple[str, object]]
         if rtype == "Condition":
             onset: object = res.get("onsetDateTime")
             period = res.get("onsetPeriod")
             if onset is None and isinstance(period, dict):
-                span = _period(period)
+                span = _period(period, today)
                 if span is not None:  # the onset happened some time in the period
                     return span, "onset"
                 onset = period.get("start") or period.get("end")
@@ -586,13 +579,34 @@ def _dosage_end(res: Mapping[str, Any]) -> str | None:
     return max(ends) if ends else None
 
 
-def _period(period: Mapping[str, Any]) -> FhirDate | None:
-    """A Period with a readable start and end as one interval (None otherwise: read by the caller)."""
+def _plausible(
+    when: FhirDate | None, today: date, birth: date | None, problems: list[str], what: str = ""
+) -> FhirDate | None:
+    """``when`` as the rules may use it, or None (with the reason in ``problems``) when it cannot be a
+    clinical date: in the future, or before the patient's life. A partial date covering today ends today."""
+    if when is None:
+        return None
+    if (when.start - today).days > 1:  # a day's grace for time zones
+        problems.append(f"{what}date {when.text} is in the future; treated as undated")
+        return None
+    if when.end > today:
+        return when.until(today)  # "2026-11" read on 21 November means 1-21 November
+    if when.end < EARLIEST_PLAUSIBLE or (birth and when.end < birth):
+        # 0001-01-01 (.NET DateTime.MinValue) and 1900-01-01 are how some systems write "no date"
+        problems.append(f"{what}date {when.text} is before the patient's life; treated as undated")
+        return None
+    return when
+
+
+def _period(period: Mapping[str, Any], today: date) -> FhirDate | None:
+    """A Period with a readable start and a readable end that has passed, as one interval (None
+    otherwise: the caller reads the start). An end in the future (9999-12-31) means "still going", not
+    "the onset may be today"."""
     try:
         start, end = parse_fhir_date(period.get("start")), parse_fhir_date(period.get("end"))
     except DateProblem:
         return None
-    if end.end < start.start:
+    if end.end < start.start or (end.start - today).days > 1:
         return None
     return FhirDate(start.start, end.end, f"{start.text} to {end.text}")
 

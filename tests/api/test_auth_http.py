@@ -162,3 +162,9 @@ def test_production_refuses_to_derive_the_jwt_audience_from_the_host_header(
     with pytest.raises(ValidationError, match="CDS_PUBLIC_BASE_URL"):
         production(url)
     assert production("https://cds.example.org").public_base_url
+
+
+def test_an_empty_public_base_url_means_unset_outside_production() -> None:
+    from cds_service.config import Settings
+
+    assert Settings(env="development", public_base_url="").public_base_url is None

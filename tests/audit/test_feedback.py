@@ -209,6 +209,9 @@ def test_feedback_that_arrives_before_the_calls_record_is_linked_later(client: T
     [
         ({"feedback": [item(outcome="ignored")]}, "feedback.0.outcome"),
         ({"feedback": [item(outcomeTimestamp="yesterday")]}, "feedback.0.outcomeTimestamp"),
+        # valid ISO 8601, but outside the calendar once shifted to UTC (was a 500)
+        ({"feedback": [item(outcomeTimestamp="0001-01-01T00:00:00+01:00")]}, "feedback.0.outcomeTimestamp"),
+        ({"feedback": [item(outcomeTimestamp="9999-12-31T23:59:59-01:00")]}, "feedback.0.outcomeTimestamp"),
         ({"feedback": [{"card": "a", "outcome": "accepted"}]}, "feedback.0.outcomeTimestamp"),
         ({"feedback": "x"}, "feedback"),
         ({}, "feedback"),
@@ -258,3 +261,10 @@ def test_the_comment_text_is_stored_only_when_the_site_opts_in(tmp_path: Path, d
         ok(client.post(FEEDBACK, json=body))
     [row] = stored(database_url)
     assert row["user_comment"] == "Already referred." and row["has_comment"] is True
+
+
+@pytest.mark.parametrize("path", ["/audit/invocations", "/audit/stats"])
+def test_a_period_bound_outside_the_calendar_in_utc_is_400(client: TestClient, path: str) -> None:
+    response = client.get(path, params={"since": "0001-01-01T00:00:00+01:00"}, headers=AUDIT)
+    assert response.status_code == 400, response.text
+    assert response.json()["resourceType"] == "OperationOutcome"

@@ -161,6 +161,20 @@ def test_a_condition_or_drug_coded_only_in_a_local_system_is_reported_and_a_loca
     assert "Pain goal" not in detail
 
 
+def test_a_free_text_answer_that_turns_is_not_read_as_negative_but_reported(client: TestClient) -> None:
+    answer = {
+        "type": "Observation",
+        "system": SCT,
+        "code": "165232002",
+        "display": "Urinary incontinence",
+        "status": "final",
+        "value": {"string": "Denies bowel change but new urinary incontinence since last night"},
+        "effective": "T-1d",
+    }
+    detail = call(client, WEAKNESS, answer)["cards"][0]["detail"]
+    assert "Urinary incontinence: value cannot be interpreted as present or absent" in detail
+
+
 def test_notes_go_on_the_highest_card_only(client: TestClient) -> None:
     radiculopathy = {
         "type": "Condition",

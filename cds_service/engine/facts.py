@@ -371,7 +371,11 @@ def _largest_fall(records: Sequence[Record]) -> tuple[Record, Record] | None:
     """(earlier, latest) with the largest fall from a value certainly before a possibly-latest value to
     it: every candidate for "latest" is tried, so an ambiguous order can only reveal a decline."""
     best: tuple[float, Record, Record] | None = None
-    for latest in sorted(_latest_candidates(records), key=_low_first):
+    distinct: dict[tuple[Any, ...], Record] = {}  # same value at the same time: the same answer
+    for r in sorted(_latest_candidates(records), key=_low_first):
+        assert r.date is not None
+        distinct.setdefault((r.number, r.date.start, r.date.end, r.date.at), r)
+    for latest in distinct.values():
         earlier = [r for r in records if _before(r, latest)]
         if not earlier or latest.number is None:
             continue

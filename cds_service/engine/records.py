@@ -23,6 +23,14 @@ from cds_service.engine.terminology import Terminology
 UCUM = "ucum"
 #: Dates before this are placeholders for "unknown" (0001-01-01, 1900-01-01), not clinical dates.
 EARLIEST_PLAUSIBLE = date(1900, 1, 2)
+#: Unmatched codes reported when no known code system is among them (see ``Normaliser._unknown_code``).
+_REPORTED_UNMATCHED = {
+    "Condition": True,
+    "MedicationRequest": True,
+    "MedicationStatement": True,
+    "Observation": False,
+    "ServiceRequest": False,
+}
 SUPPORTED_TYPES = ("Condition", "Observation", "MedicationRequest", "MedicationStatement", "ServiceRequest")
 _SUPPORTED_FOLDED = frozenset(t.lower() for t in (*SUPPORTED_TYPES, "Patient"))
 
@@ -167,7 +175,7 @@ class Normaliser:
                     out.birth_date = _birth_date(resource) or out.birth_date
             elif rtype in SUPPORTED_TYPES:
                 self._one(resource, str(rtype), medications, patient_id, today, out)
-                if rtype == "Observation" and type(resource.get("component")) is list:
+                if rtype == "Observation" and "component" in resource and type(resource["component"]) is list:
                     for part in self._components(resource):
                         self._one(part, "Observation", medications, patient_id, today, out)
             elif not isinstance(rtype, str) or rtype.lower() in _SUPPORTED_FOLDED:
@@ -200,7 +208,9 @@ class Normaliser:
             return
         valuesets, laterality, code, usable = self.terminology.match_codings(codings)
         if not valuesets:
-            problem = self._unknown_code(rtype, codings, usable)
+            problem = self._unknown_code(rtype, codings, usable) if _REPORTED_UNMATCHED[rtype] else None
+            if problem is None and not usable:
+                problem = "code has no coding with a system and code"
             if problem is not None:
                 out.unreadable.append(
                     Unreadable(rtype, rid, problem, display=_display(concept, codings), code_unknown=True)
@@ -460,8 +470,6 @@ class Normaliser:
         the hundred and would bury the note that matters)."""
         if not usable:
             return "code has no coding with a system and code"
-        if rtype == "Observation" or rtype == "ServiceRequest":
-            return None
         systems = [c.get("system") for c in codings if type(c) is dict]
         if any(self.terminology.system_for(s if isinstance(s, str) else None) for s in systems):
             return None

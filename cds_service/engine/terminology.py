@@ -115,6 +115,9 @@ class Terminology:
         """The code system a coding's ``system`` URI denotes, through aliases; None when unknown."""
         if not uri or not isinstance(uri, str):
             return None
+        found = self._by_uri.get(uri)  # the usual spelling: no clean-up needed
+        if found is not None:
+            return found
         cleaned = _clean_uri(uri)
         found = self._by_uri.get(cleaned)
         if found is not None:

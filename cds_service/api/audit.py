@@ -14,11 +14,11 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, HTTPException, Path, Query
 
 from cds_service.api.deps import AuditAccess, StateDep
+from cds_service.api.openapi_docs import error_response
 from cds_service.audit.examples import DETAIL_EXAMPLE, PAGE_EXAMPLE, STATS_EXAMPLE
 from cds_service.audit.repository import InvocationFilter
 from cds_service.audit.views import InvocationDetail, InvocationPage, StatsResponse
 from cds_service.engine.dates import as_utc
-from cds_service.schemas import OperationOutcome
 
 router = APIRouter(prefix="/audit", tags=["Audit"], dependencies=[AuditAccess])
 
@@ -33,13 +33,9 @@ Until = Annotated[datetime | None, Query(description="Calls before this time (IS
 Service = Annotated[str | None, Query(description="Service id, e.g. hip-weakness.", max_length=64)]
 
 
-def _error(description: str) -> dict[str, Any]:
-    return {"description": description, "model": OperationOutcome}
-
-
 ERRORS: dict[int | str, dict[str, Any]] = {
-    401: _error("Missing or wrong audit token (click Authorize)."),
-    503: _error("The audit store is unavailable; retry after `Retry-After`."),
+    401: error_response("Missing or wrong audit token (click Authorize)."),
+    503: error_response("The audit store is unavailable; retry after `Retry-After`."),
 }
 
 
@@ -114,7 +110,7 @@ async def list_invocations(
     operation_id="get_invocation",
     responses={
         200: {"content": {"application/json": {"example": DETAIL_EXAMPLE}}},
-        404: _error("No call with this hookInstance in the audit trail."),
+        404: error_response("No call with this hookInstance in the audit trail."),
         **ERRORS,
     },
 )

@@ -5,7 +5,8 @@ from __future__ import annotations
 from fastapi import APIRouter
 
 from cds_service.api.deps import OptionalCallerDep, StateDep
-from cds_service.schemas import DiscoveryResponse, OperationOutcome, ServiceDescriptor
+from cds_service.api.openapi_docs import error_response
+from cds_service.schemas import DiscoveryResponse, ServiceDescriptor
 
 router = APIRouter(tags=["CDS Hooks"])
 
@@ -14,9 +15,7 @@ router = APIRouter(tags=["CDS Hooks"])
     "/cds-services",
     response_model=DiscoveryResponse,
     response_model_exclude_none=True,
-    responses={
-        401: {"description": "A bearer token was sent and it is not valid.", "model": OperationOutcome}
-    },
+    responses={401: error_response("A bearer token was sent and it is not valid.")},
     summary="Discovery: the CDS services offered",
     operation_id="discovery",
 )

@@ -13,8 +13,8 @@ from pydantic import BaseModel
 
 from cds_service.api.deps import StateDep
 from cds_service.api.errors import Unauthorized, outcome
+from cds_service.api.openapi_docs import error_response
 from cds_service.config import Settings
-from cds_service.schemas import OperationOutcome
 
 router = APIRouter(tags=["Operations"])
 READY_DB_TIMEOUT_SECONDS = 2.0
@@ -88,7 +88,7 @@ async def readyz(state: StateDep) -> Any:
     response_class=Response,
     responses={
         200: {"content": {"text/plain": {}}, "description": "Prometheus text exposition."},
-        401: {"description": "CDS_METRICS_TOKEN is set and was not sent.", "model": OperationOutcome},
+        401: error_response("CDS_METRICS_TOKEN is set and was not sent."),
     },
 )
 async def metrics(request: Request, state: StateDep) -> Response:

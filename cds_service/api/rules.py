@@ -14,10 +14,10 @@ from fastapi import APIRouter, HTTPException
 from pydantic import BaseModel, ConfigDict, Field
 
 from cds_service.api.deps import StateDep
+from cds_service.api.openapi_docs import error_response
 from cds_service.engine.facts import vocabulary
 from cds_service.engine.model import CardText, Evidence, OrderSpec, ValueSetFile
 from cds_service.registry import RuleSet
-from cds_service.schemas import OperationOutcome
 
 router = APIRouter(tags=["Rules"])
 
@@ -156,10 +156,6 @@ def rule_document(ruleset: RuleSet, rule_id: str, *, with_codes: bool = False) -
     return RuleDocument.model_validate(doc)
 
 
-def _not_found(description: str) -> dict[int | str, dict[str, Any]]:
-    return {404: {"description": description, "model": OperationOutcome}}
-
-
 @router.get(
     "/rules",
     response_model=RulesIndex,
@@ -199,7 +195,7 @@ async def rule_vocabulary() -> dict[str, Any]:
     operation_id="get_rule",
     responses={
         200: {"content": {"application/json": {"example": RULE_EXAMPLE}}},
-        **_not_found("Unknown rule id."),
+        404: error_response("Unknown rule id."),
     },
 )
 async def get_rule(rule_id: str, state: StateDep) -> RuleDocument:
@@ -226,7 +222,7 @@ async def list_valuesets(state: StateDep) -> ValueSetList:
     response_model_exclude_none=True,
     summary="One value set with its codes",
     operation_id="get_valueset",
-    responses=_not_found("Unknown value set id."),
+    responses={404: error_response("Unknown value set id.")},
 )
 async def get_valueset(valueset_id: str, state: StateDep) -> ValueSetFile:
     """Every code (system, code or prefix, display, verification source) of the value set."""

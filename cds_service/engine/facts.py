@@ -25,6 +25,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from cds_service.engine.dates import FhirDate
+from cds_service.engine.model import Regex
 from cds_service.engine.records import Record, Status
 
 OPERATORS: dict[str, Callable[[float, float], bool]] = {
@@ -115,22 +116,16 @@ class FindingParams(WindowParams):
     bilateral: bool = Field(
         False, description="Findings on both sides are required (left and right, or bilateral)."
     )
-    site_matches: list[str] | None = Field(
+    site_matches: list[Regex] | None = Field(
         None,
         description="Patterns (regular expressions), one of which the finding's bodySite text or display "
         "must contain: a non-specific code counts only at this site (codes.md: R20.0 at a saddle site).",
     )
-    text_matches: list[str] | None = Field(
+    text_matches: list[Regex] | None = Field(
         None,
         description="Patterns (regular expressions), one of which the finding's free text (code.text, notes) "
         "must contain, not negated. Escalation only (knowledge §5.4 M-STR-3); never for red flags.",
     )
-
-    @model_validator(mode="after")
-    def _patterns_compile(self) -> FindingParams:
-        for pattern in (*(self.text_matches or []), *(self.site_matches or [])):
-            re.compile(pattern)
-        return self
 
 
 class CodedValueParams(WindowParams):
@@ -348,12 +343,9 @@ def _latest_candidates(records: Sequence[Record]) -> list[Record]:
     day without times, overlapping partial dates, a day against a time of that day). Linear: a record is
     before some other one exactly when it is before the newest date-only one or the newest timed one."""
     dated = [r for r in records if r.date is not None]
-    days = [r for r in dated if r.date is not None and r.date.at is None]
-    timed = [r for r in dated if r.date is not None and r.date.at is not None]
-    newest = [
-        *([max(days, key=lambda r: r.date.start if r.date else date.min)] if days else []),
-        *([max(timed, key=lambda r: r.date.at if r.date and r.date.at else datetime.min)] if timed else []),
-    ]
+    days = [r for r in dated if r.date and r.date.at is None]
+    timed = [r for r in dated if r.date and r.date.at is not None]
+    newest = [max(group, key=_sort_key) for group in (days, timed) if group]
     return [r for r in dated if not any(_before(r, n) for n in newest)]
 
 

@@ -10,8 +10,19 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
 
+
+def _compiles(pattern: str) -> str:
+    try:
+        re.compile(pattern)
+    except re.error as exc:
+        raise ValueError(f"not a regular expression: {exc}") from None
+    return pattern
+
+
+#: A regular expression in a rule file, checked at start-up.
+Regex = Annotated[str, AfterValidator(_compiles)]
 Identifier = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9\-]{0,63}$")]
 Version = Annotated[str, StringConstraints(pattern=r"^\d+\.\d+\.\d+$")]
 CategoryCode = Literal[
@@ -66,19 +77,13 @@ class ValueSetFile(Strict):
     title: str
     description: str = ""
     value_kind: str | None = Field(None, description="How observation values are read (quantities.yaml).")
-    not_at_sites: list[str] = Field(
+    not_at_sites: list[Regex] = Field(
         default_factory=list,
         description="Regular expressions: a finding whose bodySite text or display matches one is not in "
         "this value set (a generic 'muscle strain' of the shoulder is not a hip strain).",
     )
     sources: list[str] = Field(default_factory=list)
     codes: list[CodeEntry] = Field(default_factory=list)
-
-    @model_validator(mode="after")
-    def _sites_compile(self) -> ValueSetFile:
-        for pattern in self.not_at_sites:
-            re.compile(pattern)
-        return self
 
 
 class ExtraCodesFile(Strict):
@@ -127,14 +132,8 @@ class AnswerTextSpec(Strict):
     """Whole-text answers (``valueString``, or a ``valueCodeableConcept`` with text and no usable coding)
     read as absent or present; regular expressions matched against the whole trimmed text, any case."""
 
-    negative: list[str] = Field(default_factory=list)
-    positive: list[str] = Field(default_factory=list)
-
-    @model_validator(mode="after")
-    def _patterns_compile(self) -> AnswerTextSpec:
-        for pattern in (*self.negative, *self.positive):
-            re.compile(pattern)
-        return self
+    negative: list[Regex] = Field(default_factory=list)
+    positive: list[Regex] = Field(default_factory=list)
 
 
 class StatusFile(Strict):

@@ -24,13 +24,7 @@ UCUM = "ucum"
 #: Dates before this are placeholders for "unknown" (0001-01-01, 1900-01-01), not clinical dates.
 EARLIEST_PLAUSIBLE = date(1900, 1, 2)
 #: Unmatched codes reported when no known code system is among them (see ``Normaliser._unknown_code``).
-_REPORTED_UNMATCHED = {
-    "Condition": True,
-    "MedicationRequest": True,
-    "MedicationStatement": True,
-    "Observation": False,
-    "ServiceRequest": False,
-}
+_SYSTEM_CHECKED = frozenset({"Condition", "MedicationRequest", "MedicationStatement"})
 SUPPORTED_TYPES = ("Condition", "Observation", "MedicationRequest", "MedicationStatement", "ServiceRequest")
 _SUPPORTED_FOLDED = frozenset(t.lower() for t in (*SUPPORTED_TYPES, "Patient"))
 
@@ -151,7 +145,6 @@ class Normaliser:
         }
         self.laterality_valueset = laterality_valueset
         self.negative_valueset = negative_valueset
-        self._ucum_systems: dict[str, bool] = {}
         self.not_at_sites = {
             vs.id: re.compile("|".join(vs.not_at_sites), re.IGNORECASE)
             for vs in terminology.valuesets.values()
@@ -208,9 +201,7 @@ class Normaliser:
             return
         valuesets, laterality, code, usable = self.terminology.match_codings(codings)
         if not valuesets:
-            problem = self._unknown_code(rtype, codings, usable) if _REPORTED_UNMATCHED[rtype] else None
-            if problem is None and not usable:
-                problem = "code has no coding with a system and code"
+            problem = self._unknown_code(codings, usable) if not usable or rtype in _SYSTEM_CHECKED else None
             if problem is not None:
                 out.unreadable.append(
                     Unreadable(rtype, rid, problem, display=_display(concept, codings), code_unknown=True)
@@ -461,7 +452,7 @@ class Normaliser:
             return None
         return fields
 
-    def _unknown_code(self, rtype: str, codings: list[Any], usable: bool) -> str | None:
+    def _unknown_code(self, codings: list[Any], usable: bool) -> str | None:
         """Why an unmatched code could hide a finding, or None when it is simply about something else.
 
         A code with no usable coding could be anything. A Condition or medication coded only in systems
@@ -480,15 +471,8 @@ class Normaliser:
         return pattern is not None and pattern.search(site_text) is not None
 
     def _is_ucum(self, system: object) -> bool:
-        if not isinstance(system, str):
-            return False
-        known = self._ucum_systems.get(system)
-        if known is None:  # every quantity passes here: remember each spelling once (bounded)
-            found = self.terminology.system_for(system)
-            known = found is not None and found.key == UCUM
-            if len(self._ucum_systems) < 1000:
-                self._ucum_systems[system] = known
-        return known
+        found = self.terminology.system_for(system if isinstance(system, str) else None)
+        return found is not None and found.key == UCUM
 
     def _medication_end(self, res: Mapping[str, Any], problems: list[str]) -> FhirDate | None:
         if res.get("resourceType") == "MedicationRequest":

@@ -17,7 +17,9 @@ from fastapi.testclient import TestClient
 from cds_service.config import Settings
 from cds_service.main import create_app
 from cds_service.registry import RuleSet, load_ruleset
+from tests.pg import PostgresServer, start_postgres
 from tests.reliability import secret_scan
+from tests.security.helpers import KeyRing, ec_key, rsa_key
 from tests.support import FIXTURES, NOW, ROOT, counter_ids
 
 #: Secrets that test modules outside tests/reliability declare as constants: searched for when the
@@ -28,6 +30,23 @@ DECLARED_SECRETS = (
     ("tests.audit.conftest", "PATIENT"),
     ("tests.api.test_prefetch_fhir", "TOKEN"),
 )
+
+
+@pytest.fixture(scope="session")
+def keys() -> KeyRing:
+    """The test key pairs (EC P-384 and RSA): generated once, read-only."""
+    return KeyRing(ec1=ec_key("ec-1"), rsa1=rsa_key("rsa-1"), ec2=ec_key("ec-2"), impostor=ec_key("ec-1"))
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresServer]:
+    """One real PostgreSQL for the whole session (installed and started by ``tests/pg.py``); each test
+    that needs a clean database takes ``postgres.new_database()``."""
+    server = start_postgres()
+    try:
+        yield server
+    finally:
+        server.stop()
 
 
 @pytest.fixture(scope="session", autouse=True)

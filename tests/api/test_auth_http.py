@@ -19,17 +19,10 @@ from tests.security.helpers import (
     FrozenClock,
     KeyRing,
     Tokens,
-    ec_key,
-    rsa_key,
 )
 from tests.support import bundle_resources, categories, hook_request, vignette_bundle
 
 V01 = hook_request(bundle_resources(vignette_bundle("V01")), "hw-v01")
-
-
-@pytest.fixture(scope="module")
-def keys() -> KeyRing:
-    return KeyRing(ec1=ec_key("ec-1"), rsa1=rsa_key("rsa-1"), ec2=ec_key("ec-2"), impostor=ec_key("ec-1"))
 
 
 @pytest.fixture

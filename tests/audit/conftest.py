@@ -18,22 +18,13 @@ from fastapi.testclient import TestClient
 from cds_service.config import Settings
 from cds_service.main import create_app
 from tests.conftest import make_settings
-from tests.pg import PostgresServer, start_postgres
+from tests.pg import PostgresServer
 from tests.support import NOW, bundle_resources, counter_ids, hook_request, vignette_bundle
 
 AUDIT_TOKEN = "test-audit-token-7f3a9c"
 HASH_KEY = "test-patient-hash-key"
 PATIENT = "pat-4711-secret"
 AUDIT = {"Authorization": f"Bearer {AUDIT_TOKEN}"}
-
-
-@pytest.fixture(scope="session")
-def postgres() -> Iterator[PostgresServer]:
-    server = start_postgres()
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.integration)])

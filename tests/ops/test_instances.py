@@ -15,27 +15,13 @@ import pytest
 import yaml
 
 from tests.ops.service_process import AUDIT_TOKEN, ServiceProcess, run_serve, start_service
-from tests.pg import PostgresServer, start_postgres
-from tests.security.helpers import ISS, SERVICE_URL, FrozenClock, KeyRing, Tokens, ec_key, rsa_key
+from tests.pg import PostgresServer
+from tests.security.helpers import ISS, SERVICE_URL, FrozenClock, KeyRing, Tokens
 from tests.support import ROOT, bundle_resources, hook_request, vignette_bundle
 
 pytestmark = pytest.mark.integration
 PUBLIC = "https://cds.example.org"
 AUDIT = {"Authorization": f"Bearer {AUDIT_TOKEN}"}
-
-
-@pytest.fixture(scope="module")
-def postgres() -> Iterator[PostgresServer]:
-    server = start_postgres()
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
-@pytest.fixture(scope="module")
-def keys() -> KeyRing:
-    return KeyRing(ec1=ec_key("ec-1"), rsa1=rsa_key("rsa-1"), ec2=ec_key("ec-2"), impostor=ec_key("ec-1"))
 
 
 @pytest.fixture(scope="module")

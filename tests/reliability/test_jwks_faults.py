@@ -26,7 +26,7 @@ from tests.reliability import secret_scan
 from tests.reliability.conftest import COUNTS
 from tests.reliability.faulty_fhir import JWKS_FAULTS, FaultyServer
 from tests.reliability.servers import ServiceThread
-from tests.security.helpers import KeyRing, Tokens, ec_key, rsa_key
+from tests.security.helpers import KeyRing, Tokens
 from tests.support import bundle_resources, hook_request, vignette_bundle
 
 JWKS_TIMEOUT = 1.0
@@ -52,17 +52,6 @@ class MovableClock:
 
 def iss_of(fault: str) -> str:
     return f"https://ehr-{fault}.example.org"
-
-
-@pytest.fixture(scope="module")
-def keys() -> KeyRing:
-    return KeyRing(ec1=ec_key("ec-1"), rsa1=rsa_key("rsa-1"), ec2=ec_key("ec-2"), impostor=ec_key("ec-1"))
-
-
-@pytest.fixture(scope="module")
-def jwks_server(keys: KeyRing) -> Iterator[FaultyServer]:
-    with FaultyServer(jwks=KeyRing.jwks(keys.ec1, keys.rsa1)) as server:
-        yield server
 
 
 @pytest.fixture(scope="module")

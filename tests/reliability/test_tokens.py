@@ -19,7 +19,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.pg import PostgresServer, start_postgres
+from tests.pg import PostgresServer
 from tests.reliability import secret_scan
 from tests.reliability.conftest import COUNTS
 from tests.reliability.faulty_fhir import FaultyServer
@@ -33,8 +33,6 @@ from tests.security.helpers import (
     KeyRing,
     Tokens,
     b64url,
-    ec_key,
-    rsa_key,
 )
 from tests.support import bundle_resources, hook_request, vignette_bundle
 
@@ -44,17 +42,6 @@ HASH_KEY = "tokens-hash-key-118c"
 HOOK = "/cds-services/hip-weakness"
 FEEDBACK_URL = f"{SERVICE_URL}/feedback"
 V01 = hook_request(bundle_resources(vignette_bundle("V01")), "hw-v01")
-
-
-@pytest.fixture(scope="module")
-def keys() -> KeyRing:
-    return KeyRing(ec1=ec_key("ec-1"), rsa1=rsa_key("rsa-1"), ec2=ec_key("ec-2"), impostor=ec_key("ec-1"))
-
-
-@pytest.fixture(scope="module")
-def jwks_server(keys: KeyRing) -> Iterator[FaultyServer]:
-    with FaultyServer(jwks=KeyRing.jwks(keys.ec1, keys.rsa1)) as server:
-        yield server
 
 
 def environment(workdir: Path, jwks_server: FaultyServer, database_url: str | None = None) -> dict[str, str]:
@@ -310,15 +297,6 @@ def test_a_replayed_jti_is_refused_by_every_worker_and_process_sharing_sqlite(
 ) -> None:
     COUNTS["token cases"] += 1
     replay_checks(sqlite_pair, tokens)
-
-
-@pytest.fixture(scope="module")
-def postgres() -> Iterator[PostgresServer]:
-    server = start_postgres()
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 @pytest.mark.integration

@@ -13,17 +13,12 @@ import respx
 
 from cds_service.security import TrustedClient
 
-from .helpers import ISS, AuthFactory, FrozenClock, KeyRing, Tokens, ec_key, rsa_key
+from .helpers import ISS, AuthFactory, FrozenClock, KeyRing, Tokens
 
 
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"
-
-
-@pytest.fixture(scope="session")
-def keys() -> KeyRing:
-    return KeyRing(ec1=ec_key("ec-1"), rsa1=rsa_key("rsa-1"), ec2=ec_key("ec-2"), impostor=ec_key("ec-1"))
 
 
 @pytest.fixture

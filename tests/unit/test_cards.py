@@ -3,22 +3,17 @@
 from __future__ import annotations
 
 from datetime import date
+from typing import get_args
 
 import pytest
 from fhir.resources.R4B.servicerequest import ServiceRequest
 
 from cds_service.cards import CardContext, build_cards
 from cds_service.engine.evaluate import Evaluation, RuleResult
+from cds_service.engine.model import CategoryCode
 from cds_service.registry import RuleSet
 
-CATEGORIES = [
-    "urgent-referral",
-    "mri-lumbar-spine",
-    "nerve-conduction-study",
-    "hip-imaging",
-    "orthopedic-referral",
-    "physiotherapy",
-]
+CATEGORIES = list(get_args(CategoryCode))
 
 
 def all_rules_firing(ruleset: RuleSet, category: str, red_flag: bool) -> Evaluation:

@@ -10,15 +10,17 @@ The highest card also lists the data the engine could not use where it could hid
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 from uuid import uuid4
 
+from cds_service.definitions import CategoriesFile, CategorySpec
 from cds_service.engine.evaluate import DataNote, Evaluation, RuleResult
-from cds_service.engine.model import CategorySpec, OrderSpec
+from cds_service.engine.model import OrderSpec, PolicyFile
 from cds_service.engine.records import Record
+from cds_service.engine.terminology import Terminology
 from cds_service.orders import service_request
-from cds_service.registry import RuleSet
 from cds_service.schemas import (
     FHIR_ID,
     Action,
@@ -40,6 +42,20 @@ def new_id() -> str:
 
 
 @dataclass(frozen=True)
+class CardBook:
+    """What cards are made of, built once at start-up: category texts and orders, the policy's category
+    order and safety prompt, the validated order templates, and code-system labels for findings."""
+
+    categories: CategoriesFile
+    policy: PolicyFile
+    order_templates: Mapping[str, dict[str, Any]]  # order id -> validated draft ServiceRequest
+    terminology: Terminology
+
+    def category(self, code: str) -> CategorySpec:
+        return next(c for c in self.categories.categories if c.code == code)
+
+
+@dataclass(frozen=True)
 class CardContext:
     """Per-call inputs the builder needs besides the evaluation."""
 
@@ -49,15 +65,15 @@ class CardContext:
     id_factory: IdFactory = new_id
 
 
-def build_cards(evaluation: Evaluation, ruleset: RuleSet, ctx: CardContext) -> list[Card]:
+def build_cards(evaluation: Evaluation, book: CardBook, ctx: CardContext) -> list[Card]:
     """Cards for every emitted category, highest indicator first."""
     drafts: list[tuple[int, int, Card]] = []
-    order: list[str] = list(ruleset.policy.category_order)
+    order: list[str] = list(book.policy.category_order)
     for code, results in evaluation.categories.items():
-        category = ruleset.category(code)
+        category = book.category(code)
         indicator = _indicator(category, results)
         subordinate = evaluation.red_flag and indicator is not Indicator.critical
-        card = _card(category, results, indicator, subordinate, ruleset, ctx)
+        card = _card(category, results, indicator, subordinate, book, ctx)
         drafts.append((-indicator.rank, order.index(code), card))
     drafts.sort(key=lambda d: (d[0], d[1]))
     cards = [card for _, _, card in drafts]
@@ -80,12 +96,12 @@ def _card(
     results: Sequence[RuleResult],
     indicator: Indicator,
     subordinate: bool,
-    ruleset: RuleSet,
+    book: CardBook,
     ctx: CardContext,
 ) -> Card:
     first = results[0].rule.spec
     evidence = next((e for r in results for e in r.rule.spec.evidence if e.url), first.evidence[0])
-    suggestions = [_suggestion(o, results, ruleset, ctx) for o in _orders(category, results)]
+    suggestions = [_suggestion(o, results, book, ctx) for o in _orders(category, results)]
     for result in results:
         if result.rule.spec.withdraw_drafts:
             suggestions += [
@@ -104,20 +120,18 @@ def _card(
     return Card(
         uuid=ctx.id_factory(),
         summary=_summary(category, results, subordinate),
-        detail=_detail(category, results, subordinate, ruleset),
+        detail=_detail(category, results, subordinate, book),
         indicator=indicator,
         source=Source(
             label=evidence.label[:200],
             url=evidence.url,
-            topic=Coding(
-                system=ruleset.categories.topic_system, code=category.code, display=category.display
-            ),
+            topic=Coding(system=book.categories.topic_system, code=category.code, display=category.display),
         ),
         suggestions=suggestions or None,
         selectionBehavior="any" if suggestions else None,
         overrideReasons=[
-            OverrideReason(system=ruleset.categories.override_reason_system, code=o.code, display=o.display)
-            for o in ruleset.categories.override_reasons
+            OverrideReason(system=book.categories.override_reason_system, code=o.code, display=o.display)
+            for o in book.categories.override_reasons
         ],
         links=links,
     )
@@ -139,22 +153,20 @@ def _summary(category: CategorySpec, results: Sequence[RuleResult], subordinate:
     return template.format(reasons=f"{len(shorts)} findings")[:SUMMARY_LIMIT]
 
 
-def _detail(
-    category: CategorySpec, results: Sequence[RuleResult], subordinate: bool, ruleset: RuleSet
-) -> str:
+def _detail(category: CategorySpec, results: Sequence[RuleResult], subordinate: bool, book: CardBook) -> str:
     lines: list[str] = []
     if subordinate:
         lines += ["_Non-urgent: only after the emergency assessment on the critical card._", ""]
     lines.append("**Why**")
     for result in results:
         lines.append(f"- {result.rule.spec.card.reason}")
-        lines += [f"  - {_finding(r, ruleset)}" for r in result.evidence[:12]]
+        lines += [f"  - {_finding(r, book)}" for r in result.evidence[:12]]
         if len(result.evidence) > 12:
             lines.append(f"  - ... and {len(result.evidence) - 12} more")
     advice = list(
         dict.fromkeys([a for r in results for a in r.rule.spec.card.advice] + list(category.advice))
     )
-    policy = ruleset.policy
+    policy = book.policy
     if policy.safety_prompt and all(r.rule.spec.pathway != policy.red_flag_pathway for r in results):
         advice.append(policy.safety_prompt)
     if advice:
@@ -164,8 +176,8 @@ def _detail(
     return "\n".join(lines)
 
 
-def _finding(r: Record, ruleset: RuleSet) -> str:
-    system = ruleset.terminology.system_for(r.code[0]) if r.code else None
+def _finding(r: Record, book: CardBook) -> str:
+    system = book.terminology.system_for(r.code[0]) if r.code else None
     code = f"{system.label if system else ''} {r.code[1]}".strip() if r.code else ""
     when = "date unknown" if r.date is None else f"{r.date_source} {r.date.iso()}"
     value = f" = {_escape(r.value_text)}" if r.value_text and r.resource_type == "Observation" else ""
@@ -199,10 +211,10 @@ def _orders(category: CategorySpec, results: Sequence[RuleResult]) -> list[Order
 
 
 def _suggestion(
-    order: OrderSpec, results: Sequence[RuleResult], ruleset: RuleSet, ctx: CardContext
+    order: OrderSpec, results: Sequence[RuleResult], book: CardBook, ctx: CardContext
 ) -> Suggestion:
     reasons = (r.id for res in results for r in res.evidence if r.resource_type == "Condition" and r.id)
-    resource = service_request(ruleset.order_templates[order.id], ctx.patient_id, reasons)
+    resource = service_request(book.order_templates[order.id], ctx.patient_id, reasons)
     return Suggestion(
         label=order.label,
         uuid=ctx.id_factory(),

@@ -46,7 +46,8 @@ def load_settings(**overrides: object) -> Settings:
 def run_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
-    from cds_service.registry import RuleFileError, load_ruleset
+    from cds_service.catalog import load_catalog
+    from cds_service.registry import RuleFileError
     from cds_service.serving import serve
 
     settings = load_settings()
@@ -54,7 +55,7 @@ def run_serve(args: argparse.Namespace) -> int:
         _local_secrets(args.port)
         settings = load_settings()
     try:
-        load_ruleset(settings.rules_dir, settings.extra_valuesets_dir)
+        load_catalog(settings.rules_dir, settings.extra_valuesets_dir)
     except RuleFileError as exc:
         raise SystemExit(f"cds-service: invalid rule file: {exc}") from None
     if settings.env is Environment.production:

@@ -25,12 +25,13 @@ from cds_service.api.deps import AppState
 from cds_service.api.middleware import RequestContextMiddleware
 from cds_service.audit import AuditTrail
 from cds_service.cards import IdFactory, new_id
+from cds_service.catalog import load_catalog
 from cds_service.config import AuthMode, Environment, Settings
 from cds_service.fhir.client import FhirClient, FhirLimits
+from cds_service.hookcall import Clock, utc_now
 from cds_service.logs import quiet_http_clients
 from cds_service.metrics import Metrics, forget_dead_workers
-from cds_service.orchestrate import Clock, Orchestrator, utc_now
-from cds_service.registry import load_ruleset
+from cds_service.orchestrate import Orchestrator
 from cds_service.security import ClientAuthenticator, load_trusted_clients
 
 logger = logging.getLogger(__name__)
@@ -67,7 +68,7 @@ def create_app(
     """Build the app. ``transport`` replaces the network for tests (respx also works without it)."""
     settings = settings or Settings()
     quiet_http_clients()
-    ruleset = load_ruleset(settings.rules_dir, settings.extra_valuesets_dir)
+    catalog = load_catalog(settings.rules_dir, settings.extra_valuesets_dir)
     clients = load_trusted_clients(settings.trusted_clients_file) if settings.trusted_clients_file else []
     if settings.auth is AuthMode.off:
         logger.warning(
@@ -80,7 +81,7 @@ def create_app(
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         _make_data_dir(settings)
         forget_dead_workers()
-        trail = AuditTrail(settings, ruleset)
+        trail = AuditTrail(settings, catalog)
         await trail.start()
         try:
             if settings.env is Environment.production:
@@ -128,20 +129,20 @@ def create_app(
                 )
             orchestrator = Orchestrator(
                 settings,
-                ruleset,
+                catalog,
                 fhir,
                 clock=clock,
                 id_factory=id_factory,
                 audit=trail.writer,
                 metrics=metrics,
             )
-            app.state.cds = AppState(settings, ruleset, orchestrator, authenticator, http, trail, metrics)
+            app.state.cds = AppState(settings, catalog, orchestrator, authenticator, http, trail, metrics)
             _settle_memory()
             logger.info(
                 "ready: %d services, %d rules (rules version %s)",
-                len(ruleset.services.services),
-                len(ruleset.rules),
-                ruleset.version,
+                len(catalog.services),
+                len(catalog.rules),
+                catalog.version,
             )
             yield
 
@@ -164,7 +165,7 @@ def create_app(
     app.add_middleware(
         RequestContextMiddleware,
         metrics=metrics,
-        hooks_by_service={s.id: s.hook for s in ruleset.services.services},
+        hooks_by_service={s.id: s.hook for s in catalog.services},
     )
     app.add_middleware(
         CORSMiddleware,

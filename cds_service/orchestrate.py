@@ -10,21 +10,21 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
-from datetime import UTC, datetime
-from typing import Any, Protocol
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any
 
 from cds_service.cards import CardContext, IdFactory, build_cards, new_id
+from cds_service.catalog import Catalog
 from cds_service.config import Environment, Settings
+from cds_service.definitions import ServiceSpec
 from cds_service.engine.dates import utc_today
 from cds_service.engine.evaluate import DataNote, Evaluation
-from cds_service.engine.model import ServiceSpec
 from cds_service.fhir.client import FhirClient
+from cds_service.hookcall import AuditSink, Caller, Clock, HookOutcome, NullAudit, utc_now
 from cds_service.logs import correlation_id
 from cds_service.metrics import Metrics
 from cds_service.prefetch import Resolved, fhir_access, resolve
-from cds_service.registry import RuleSet
 from cds_service.schemas import (
     CdsResponse,
     HookRequest,
@@ -41,57 +41,19 @@ CONTEXT_MODELS: dict[str, type[PatientViewContext]] = {
     "order-select": OrderSelectContext,
     "order-sign": OrderSignContext,
 }
-Clock = Callable[[], datetime]
-
-
-def utc_now() -> datetime:
-    return datetime.now(UTC)
 
 
 class HookMismatch(ValueError):
     """The request's ``hook`` is not the hook this service answers."""
 
 
-@dataclass(frozen=True)
-class Caller:
-    """Who called: the verified CDS client (None when authentication is off)."""
-
-    iss: str | None = None
-    tenant: str | None = None
-    fhir_servers: tuple[str, ...] = ()
-
-
-@dataclass(frozen=True)
-class HookOutcome:
-    service: ServiceSpec
-    request: HookRequest
-    context: PatientViewContext
-    response: CdsResponse
-    evaluation: Evaluation
-    prefetch: Resolved
-    started: datetime
-    duration_ms: float
-    caller: Caller
-
-
-class AuditSink(Protocol):
-    """Receives every answered hook call; must return immediately (writes happen off the request path)."""
-
-    def submit(self, outcome: HookOutcome) -> None: ...
-
-
-class NullAudit:
-    def submit(self, outcome: HookOutcome) -> None:
-        return None
-
-
 class Orchestrator:
-    """Holds the long-lived collaborators (rule set, FHIR client, clock); no per-request state."""
+    """Holds the long-lived collaborators (catalog, FHIR client, clock); no per-request state."""
 
     def __init__(
         self,
         settings: Settings,
-        ruleset: RuleSet,
+        catalog: Catalog,
         fhir: FhirClient,
         *,
         clock: Clock = utc_now,
@@ -100,7 +62,8 @@ class Orchestrator:
         metrics: Metrics | None = None,
     ) -> None:
         self.settings = settings
-        self.ruleset = ruleset
+        self.catalog = catalog
+        self.engine = catalog.engine
         self.fhir = fhir
         self.clock = clock
         self.id_factory = id_factory
@@ -118,7 +81,7 @@ class Orchestrator:
         record: bool = True,
     ) -> HookOutcome:
         """Answer one hook call. Raises domain errors (unknown service, bad envelope, 412)."""
-        service = self.ruleset.service(service_id)
+        service = self.catalog.service(service_id)
         request = parse_input(HookRequest, body)
         correlation_id.set(request.hookInstance)
         if request.hook != service.hook:
@@ -146,7 +109,7 @@ class Orchestrator:
                 ]
                 cards = build_cards(
                     evaluation,
-                    self.ruleset,
+                    self.catalog.cards,
                     CardContext(context.patientId, base_url, notes, self.id_factory),
                 )
                 outcome = HookOutcome(
@@ -185,7 +148,9 @@ class Orchestrator:
             resources = [*resources, *_draft_resources(context.draftOrders)]
         if isinstance(context, OrderSelectContext):
             selections = frozenset(context.selections)
-        return self.ruleset.evaluate(service, resources, context.patientId, utc_today(now), selections)
+        return self.engine.evaluate(
+            resources, context.patientId, utc_today(now), service.emit_pathways, selections
+        )
 
 
 def parse_context(hook: str, context: Mapping[str, Any]) -> PatientViewContext:
@@ -226,4 +191,4 @@ def _log_call(service: ServiceSpec, request: HookRequest, outcome: HookOutcome |
     )
 
 
-__all__ = ["Caller", "HookMismatch", "HookOutcome", "Orchestrator"]
+__all__ = ["HookMismatch", "Orchestrator", "parse_context"]

@@ -9,16 +9,42 @@ ServiceRequest on every call cost ~0.2 ms each, on the hot path, for the same re
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from fhir.resources.R4B.servicerequest import ServiceRequest
+from pydantic import ValidationError
 
-from cds_service.engine.model import OrderSpec
+from cds_service.definitions import CategoriesFile
+from cds_service.engine.compile import system_uri
+from cds_service.engine.evaluate import CompiledRule
+from cds_service.engine.model import OrderSpec, RuleFileError
 from cds_service.engine.terminology import CodeSystem
 
 _FHIR_ID = re.compile(r"^[A-Za-z0-9\-.]{1,64}$")
 _PLACEHOLDER = "Patient/placeholder"
+
+
+def build_order_templates(
+    categories: CategoriesFile, rules: Sequence[CompiledRule], systems: Mapping[str, CodeSystem]
+) -> dict[str, dict[str, Any]]:
+    """Every order any card can suggest (order id -> draft ServiceRequest), validated with fhir.resources
+    R4B; an invalid order, or one id used for two orders, raises ``RuleFileError``."""
+    templates: dict[str, dict[str, Any]] = {}
+    specs = [(f"categories.yaml {c.code}", c.order) for c in categories.categories]
+    specs += [(f"rule {r.id}", order) for r in rules for order in r.spec.orders]
+    for where, order in specs:
+        for code in order.codes:
+            system_uri(systems, code.system, where)
+        try:
+            template = order_template(order, systems)
+        except ValidationError as exc:
+            raise RuleFileError(
+                f"{where}: order {order.id} is not a valid ServiceRequest: {exc.errors()[0]}"
+            ) from exc
+        if templates.setdefault(order.id, template) != template:
+            raise RuleFileError(f"{where}: order id {order.id!r} is used for two different orders")
+    return templates
 
 
 def order_template(order: OrderSpec, systems: Mapping[str, CodeSystem]) -> dict[str, Any]:

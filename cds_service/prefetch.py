@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
-from cds_service.engine.model import ServiceSpec
+from cds_service.definitions import ServiceSpec
 from cds_service.fhir.client import FhirClient, outcome_is_error, outcome_text
 from cds_service.fhir.errors import FhirError
 from cds_service.schemas import HookRequest

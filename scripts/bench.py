@@ -824,7 +824,7 @@ class Report:
             h(f"Memory per worker (VmRSS in MiB after each 1/8 of {self.rss_requests:,} requests at c=10)")
         )
         parts.append(table(self.memory))
-        parts.append(h("Rules engine in-process (RuleSet.evaluate, no HTTP, no JSON)"))
+        parts.append(h("Rules engine in-process (Engine.evaluate, no HTTP, no JSON)"))
         parts.append(table(self.engine_rows()))
         if self.missing_note:
             parts.append(f"\n{self.missing_note}\n")

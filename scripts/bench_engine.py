@@ -1,4 +1,4 @@
-"""The rules engine alone, in-process: ``RuleSet.evaluate(service, resources, patient_id, today)``.
+"""The rules engine alone, in-process: ``Engine.evaluate(resources, patient_id, today, pathways)``.
 
 Reports the median time per evaluation and the µs per resource for each Synthea patient (its Patient,
 Conditions, Observations and MedicationRequests, plus the hip-weakness finding so every pathway runs),
@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import bench_workloads as workloads
 
-from cds_service.registry import load_ruleset
+from cds_service.catalog import load_catalog
 
 RULES = workloads.ROOT / "rules"
 
@@ -85,30 +85,27 @@ def cases(today: date) -> list[tuple[str, str, list[dict[str, Any]]]]:
 
 def engine_costs(today: date | None = None, min_seconds: float = 0.6) -> list[EngineCost]:
     today = today or date.today()
-    ruleset = load_ruleset(RULES)
-    service = ruleset.service("hip-weakness")
+    engine = load_catalog(RULES).engine
+    pathways = load_catalog(RULES).service("hip-weakness").emit_pathways
     gc.collect()
     gc.freeze()  # as the service does after start-up; the patient data below stays collectable
     results: list[EngineCost] = []
     for name, pid, resources in cases(today):
         big = len(resources) > 5_000
         runs = _timed(
-            functools.partial(ruleset.evaluate, service, resources, pid, today),
+            functools.partial(engine.evaluate, resources, pid, today, pathways),
             min_seconds,
             3 if big else 5,
             15 if big else 300,
         )
-        normalise_ms: float | None = None
-        normaliser = getattr(ruleset, "normaliser", None)
-        if normaliser is not None:
-            n_runs = _timed(
-                functools.partial(normaliser.normalise, resources, pid, today),
-                min_seconds / 2,
-                3,
-                15 if big else 300,
-            )
-            normalise_ms = statistics.median(n_runs)
-        emitted = _categories(ruleset.evaluate(service, resources, pid, today))
+        n_runs = _timed(
+            functools.partial(engine.normaliser.normalise, resources, pid, today),
+            min_seconds / 2,
+            3,
+            15 if big else 300,
+        )
+        normalise_ms: float | None = statistics.median(n_runs)
+        emitted = _categories(engine.evaluate(resources, pid, today, pathways))
         results.append(
             EngineCost(name, len(resources), len(runs), statistics.median(runs), normalise_ms, emitted)
         )

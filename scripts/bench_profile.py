@@ -57,17 +57,18 @@ async def _amedian_ms(fn: Callable[[], Awaitable[object]], n: int) -> float:
 
 async def stages(body: bytes, n: int) -> list[tuple[str, float]]:
     from cds_service.cards import CardContext, build_cards
+    from cds_service.catalog import load_catalog
     from cds_service.config import Settings
     from cds_service.engine.dates import utc_today
     from cds_service.fhir.client import FhirClient, FhirLimits
     from cds_service.orchestrate import parse_context
     from cds_service.prefetch import fhir_access, resolve
-    from cds_service.registry import load_ruleset
     from cds_service.schemas import CdsResponse, HookRequest
 
     settings = Settings(env="development", auth="off")
-    ruleset = load_ruleset(settings.rules_dir)
-    service = ruleset.service("hip-weakness")
+    catalog = load_catalog(settings.rules_dir)
+    engine = catalog.engine
+    service = catalog.service("hip-weakness")
     now = datetime.now(UTC)
     today: date = utc_today(now)
     data: dict[str, Any] = orjson.loads(body)
@@ -79,9 +80,9 @@ async def stages(body: bytes, n: int) -> list[tuple[str, float]]:
         )
         access = fhir_access(request, allow_without_token=True, production=False)
         resolved = await resolve(service, request, fhir, access, 4.0)
-        evaluation = ruleset.evaluate(service, resolved.resources, context.patientId, today)
+        evaluation = engine.evaluate(resolved.resources, context.patientId, today, service.emit_pathways)
         ctx = CardContext(context.patientId, "http://127.0.0.1:8080")
-        cards = build_cards(evaluation, ruleset, ctx)
+        cards = build_cards(evaluation, catalog.cards, ctx)
         response = CdsResponse(cards=cards)
         out = [
             ("orjson.loads(body)", _median_ms(lambda: orjson.loads(body), n)),
@@ -93,18 +94,21 @@ async def stages(body: bytes, n: int) -> list[tuple[str, float]]:
             ),
             ("Resolved.resources", _median_ms(lambda: resolved.resources, n)),
             (
-                "ruleset.evaluate (engine)",
+                "engine.evaluate",
                 _median_ms(
-                    lambda: ruleset.evaluate(service, resolved.resources, context.patientId, today), n
+                    lambda: engine.evaluate(
+                        resolved.resources, context.patientId, today, service.emit_pathways
+                    ),
+                    n,
                 ),
             ),
             (
                 "  of which normaliser.normalise",
                 _median_ms(
-                    lambda: ruleset.normaliser.normalise(resolved.resources, context.patientId, today), n
+                    lambda: engine.normaliser.normalise(resolved.resources, context.patientId, today), n
                 ),
             ),
-            ("build_cards", _median_ms(lambda: build_cards(evaluation, ruleset, ctx), n)),
+            ("build_cards", _median_ms(lambda: build_cards(evaluation, catalog.cards, ctx), n)),
             ("CdsResponse(cards).wire()", _median_ms(lambda: CdsResponse(cards=cards).wire(), n)),
             ("orjson.dumps(wire)", _median_ms(lambda: orjson.dumps(response.wire()), n)),
         ]

@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
+from cds_service.catalog import Catalog, load_catalog
 from cds_service.config import Settings
 from cds_service.main import create_app
-from cds_service.registry import RuleSet, load_ruleset
 from tests.pg import PostgresServer, start_postgres
 from tests.reliability import secret_scan
 from tests.security.helpers import KeyRing, ec_key, rsa_key
@@ -92,8 +92,8 @@ def make_settings(tmp_path: Path, **overrides: object) -> Settings:
 
 
 @pytest.fixture(scope="session")
-def ruleset() -> RuleSet:
-    return load_ruleset(ROOT / "rules")
+def catalog() -> Catalog:
+    return load_catalog(ROOT / "rules")
 
 
 @pytest.fixture

@@ -18,10 +18,11 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from cds_service.api.errors import Unauthorized
 from cds_service.audit import AuditTrail
+from cds_service.catalog import Catalog
 from cds_service.config import Settings
+from cds_service.hookcall import Caller
 from cds_service.metrics import Metrics
-from cds_service.orchestrate import Caller, Orchestrator
-from cds_service.registry import RuleSet
+from cds_service.orchestrate import Orchestrator
 from cds_service.security import AuthenticationFailed, ClientAuthenticator
 
 logger = logging.getLogger(__name__)
@@ -32,7 +33,7 @@ class AppState:
     """Everything long-lived, built once in ``create_app`` and its lifespan."""
 
     settings: Settings
-    ruleset: RuleSet
+    catalog: Catalog
     orchestrator: Orchestrator
     authenticator: ClientAuthenticator | None  # None: CDS_AUTH=off
     http: httpx.AsyncClient

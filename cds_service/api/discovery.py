@@ -21,7 +21,7 @@ router = APIRouter(tags=["CDS Hooks"])
 )
 async def discovery(state: StateDep, _caller: OptionalCallerDep) -> DiscoveryResponse:
     """CDS Hooks 2.0.1 discovery. A bearer JWT is verified when sent; discovery is public otherwise."""
-    services = state.ruleset.services
+    catalog = state.catalog
     return DiscoveryResponse(
         services=[
             ServiceDescriptor(
@@ -31,9 +31,9 @@ async def discovery(state: StateDep, _caller: OptionalCallerDep) -> DiscoveryRes
                 description=s.description,
                 prefetch=dict(s.prefetch),
                 usageRequirements=s.usage_requirements,
-                version=services.cds_hooks_version,
+                version=catalog.cds_hooks_version,
                 hookVersion="1.0",
             )
-            for s in services.services
+            for s in catalog.services
         ]
     )

@@ -17,9 +17,9 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from cds_service.audit.database import StoreUnavailable
+from cds_service.catalog import UnknownService
 from cds_service.orchestrate import HookMismatch
 from cds_service.prefetch import InvalidPrefetch, PrefetchUnavailable
-from cds_service.registry import UnknownService
 from cds_service.schemas import InvalidInput
 from cds_service.security import AuthenticationFailed
 

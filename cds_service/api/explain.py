@@ -18,7 +18,7 @@ from cds_service.api.body import read_json_object
 from cds_service.api.deps import AuditAccess, StateDep, base_url
 from cds_service.api.openapi_docs import error_response, hook_request_body
 from cds_service.audit.views import ExplainResponse
-from cds_service.orchestrate import Caller
+from cds_service.hookcall import Caller
 from cds_service.trace import evaluation_trace
 
 router = APIRouter(tags=["Audit"], dependencies=[AuditAccess])
@@ -68,7 +68,7 @@ async def explain(service_id: str, request: Request, state: StateDep) -> Respons
     document = {
         "cards": outcome.response.wire()["cards"],
         "prefetch": {key: result.status for key, result in outcome.prefetch.keys.items()},
-        "trace": evaluation_trace(outcome.evaluation, state.ruleset.version, include_text=True),
+        "trace": evaluation_trace(outcome.evaluation, state.catalog.version, include_text=True),
         "recorded": False,
     }
     return Response(orjson.dumps(document), media_type="application/json")

@@ -18,7 +18,7 @@ from cds_service.api.deps import CallerDep, StateDep
 from cds_service.api.errors import RequestTooLarge
 from cds_service.api.openapi_docs import error_response
 from cds_service.audit import feedback as parsing
-from cds_service.orchestrate import utc_now
+from cds_service.hookcall import utc_now
 from cds_service.schemas import parse_input
 
 router = APIRouter(tags=["CDS Hooks"])
@@ -172,7 +172,7 @@ async def send_feedback(service_id: str, request: Request, state: StateDep, call
 
     Answers `200 {}` after the whole batch is committed; `503` (retryable, nothing stored) otherwise.
     """
-    state.ruleset.service(service_id)  # 404 for an unknown service
+    state.catalog.service(service_id)  # 404 for an unknown service
     body = await read_json_object(request, state.settings.max_request_bytes)
     items = body.get("feedback")
     if isinstance(items, list) and len(items) > state.settings.feedback_max_items:

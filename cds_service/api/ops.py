@@ -58,7 +58,7 @@ async def healthz() -> Health:
 async def readyz(state: StateDep) -> Any:
     """200 when this instance should receive traffic. Also reports the rules version and a fingerprint
     of the settings, so operators can confirm every instance runs the same rules and configuration."""
-    checks: dict[str, str] = {"rules": f"{len(state.ruleset.rules)} rules loaded"}
+    checks: dict[str, str] = {"rules": f"{len(state.catalog.rules)} rules loaded"}
     problems: list[str] = []
     try:
         database = state.audit.database
@@ -76,7 +76,7 @@ async def readyz(state: StateDep) -> Any:
     return Readiness(
         status="ready",
         checks=checks,
-        rules_version=state.ruleset.version,
+        rules_version=state.catalog.version,
         settings_fingerprint=settings_fingerprint(state.settings),
     )
 

@@ -15,9 +15,9 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from cds_service.api.deps import StateDep
 from cds_service.api.openapi_docs import error_response
+from cds_service.catalog import Catalog
 from cds_service.engine.facts import vocabulary
 from cds_service.engine.model import CardText, Evidence, OrderSpec, ValueSetFile
-from cds_service.registry import RuleSet
 
 router = APIRouter(tags=["Rules"])
 
@@ -135,8 +135,8 @@ RULE_EXAMPLE: dict[str, Any] = {
 }
 
 
-def rule_document(ruleset: RuleSet, rule_id: str, *, with_codes: bool = False) -> RuleDocument:
-    compiled = ruleset.rule(rule_id)
+def rule_document(catalog: Catalog, rule_id: str, *, with_codes: bool = False) -> RuleDocument:
+    compiled = catalog.rule(rule_id)
     if compiled is None:
         raise HTTPException(404, f"Unknown rule {rule_id[:64]!r}")
     spec = compiled.spec
@@ -145,14 +145,14 @@ def rule_document(ruleset: RuleSet, rule_id: str, *, with_codes: bool = False) -
     doc["categories"] = [
         {
             "code": c,
-            "display": ruleset.category(c).display,
-            "indicator": spec.indicator or ruleset.category(c).indicator,
+            "display": catalog.category(c).display,
+            "indicator": spec.indicator or catalog.category(c).indicator,
         }
         for c in spec.recommends
     ]
     if with_codes:
-        doc["codes"] = [ruleset.valueset_files[v] for v in doc["valuesets"] if v in ruleset.valueset_files]
-    doc["rules_version"] = ruleset.version
+        doc["codes"] = [catalog.valueset_files[v] for v in doc["valuesets"] if v in catalog.valueset_files]
+    doc["rules_version"] = catalog.version
     return RuleDocument.model_validate(doc)
 
 
@@ -166,7 +166,7 @@ def rule_document(ruleset: RuleSet, rule_id: str, *, with_codes: bool = False) -
 async def list_rules(state: StateDep) -> RulesIndex:
     """Every rule with id, version, pathway, plain-language logic, evidence, card template and the
     categories it recommends; the value sets (codes: `GET /valuesets`); the categories and the policy."""
-    rs = state.ruleset
+    rs = state.catalog
     return RulesIndex(
         rules_version=rs.version,
         rules=[rule_document(rs, r.id) for r in rs.rules],
@@ -201,7 +201,7 @@ async def rule_vocabulary() -> dict[str, Any]:
 async def get_rule(rule_id: str, state: StateDep) -> RuleDocument:
     """The rule's logic in words and as a tree, evidence, card text, orders, and every value set it reads
     with all their codes (system, code or prefix, display, verification source)."""
-    return rule_document(state.ruleset, rule_id, with_codes=True)
+    return rule_document(state.catalog, rule_id, with_codes=True)
 
 
 @router.get(
@@ -213,7 +213,7 @@ async def get_rule(rule_id: str, state: StateDep) -> RuleDocument:
 )
 async def list_valuesets(state: StateDep) -> ValueSetList:
     """All value sets the rules read, each with every code, display and verification source."""
-    return ValueSetList(valuesets=list(state.ruleset.valueset_files.values()))
+    return ValueSetList(valuesets=list(state.catalog.valueset_files.values()))
 
 
 @router.get(
@@ -226,7 +226,7 @@ async def list_valuesets(state: StateDep) -> ValueSetList:
 )
 async def get_valueset(valueset_id: str, state: StateDep) -> ValueSetFile:
     """Every code (system, code or prefix, display, verification source) of the value set."""
-    vs: ValueSetFile | None = state.ruleset.valueset_files.get(valueset_id)
+    vs: ValueSetFile | None = state.catalog.valueset_files.get(valueset_id)
     if vs is None:
         raise HTTPException(404, f"Unknown value set {valueset_id[:64]!r}")
     return vs

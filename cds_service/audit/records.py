@@ -23,7 +23,7 @@ from uuid import uuid4
 from pydantic import BaseModel, ConfigDict, Field
 
 from cds_service.audit.pseudonym import PatientPseudonym
-from cds_service.orchestrate import HookOutcome
+from cds_service.hookcall import HookOutcome
 from cds_service.schemas import Card
 from cds_service.trace import evaluation_trace
 

@@ -23,8 +23,8 @@ from cds_service.audit.spool import Spool
 from cds_service.audit.stats import build_stats
 from cds_service.audit.views import InvocationDetail, InvocationPage, StatsResponse
 from cds_service.audit.writer import AuditWriter
+from cds_service.catalog import Catalog
 from cds_service.config import Settings
-from cds_service.registry import RuleSet
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -35,9 +35,9 @@ SPOOL_DIR = "audit-spool"
 class AuditTrail:
     """Database, writer, replay cache and queries, with their lifecycle."""
 
-    def __init__(self, settings: Settings, ruleset: RuleSet, database: Database | None = None) -> None:
+    def __init__(self, settings: Settings, catalog: Catalog, database: Database | None = None) -> None:
         self.settings = settings
-        self.ruleset = ruleset
+        self.catalog = catalog
         self.database = database or Database.from_settings(settings)
         self.store = AuditStore(self.database)
         self.pseudonym = PatientPseudonym(settings.patient_hash_secret)
@@ -46,7 +46,7 @@ class AuditTrail:
             self.store,
             Spool(settings.data_dir / SPOOL_DIR, settings.audit_spool_max_bytes),
             self.pseudonym,
-            ruleset.version,
+            catalog.version,
             queue_max=settings.audit_queue_max,
             batch_size=settings.audit_batch_size,
             retry_seconds=settings.audit_retry_seconds,
@@ -136,7 +136,7 @@ class AuditTrail:
     ) -> StatsResponse:
         counts = await self._query(self.store.counts, since, until, service)
         rows = await self._query(self.store.feedback_rows, since, until, service)
-        return build_stats(self.ruleset, counts, rows, since=since, until=until, service=service)
+        return build_stats(self.catalog, counts, rows, since=since, until=until, service=service)
 
     def patient_hash(self, patient_id: str) -> str:
         return self.pseudonym(patient_id)

@@ -17,7 +17,7 @@ from datetime import datetime
 from typing import Any
 
 from cds_service.audit.views import CategoryStats, ReasonCount, RuleStats, StatsResponse
-from cds_service.registry import RuleSet
+from cds_service.catalog import Catalog
 
 ReasonKey = tuple[str | None, str | None, str | None]
 
@@ -55,7 +55,7 @@ class _Outcomes:
 
 
 def build_stats(
-    ruleset: RuleSet,
+    catalog: Catalog,
     counts: Mapping[str, Any],
     feedback_rows: Iterable[Any],
     *,
@@ -63,10 +63,10 @@ def build_stats(
     until: datetime | None,
     service: str | None,
 ) -> StatsResponse:
-    rules: dict[str, _Outcomes] = {r.id: _Outcomes() for r in ruleset.rules}
+    rules: dict[str, _Outcomes] = {r.id: _Outcomes() for r in catalog.rules}
     fired: Counter[str] = Counter()
-    versions: dict[str, set[str]] = {r.id: set() for r in ruleset.rules}
-    pathways: dict[str, str] = {r.id: r.spec.pathway for r in ruleset.rules}
+    versions: dict[str, set[str]] = {r.id: set() for r in catalog.rules}
+    pathways: dict[str, str] = {r.id: r.spec.pathway for r in catalog.rules}
     for rule_id, version, pathway, n in counts["fired"]:
         fired[rule_id] += n
         versions.setdefault(rule_id, set()).add(version)
@@ -76,7 +76,7 @@ def build_stats(
         for rule_id in _ids(rule_ids):
             rules.setdefault(rule_id, _Outcomes()).cards += 1
 
-    order = list(ruleset.policy.category_order)
+    order = list(catalog.policy.category_order)
     categories: dict[str, _Outcomes] = {c: _Outcomes() for c in order}
     indicators: dict[str, Counter[str]] = {c: Counter() for c in order}
     for category, indicator, n in counts["shown"]:

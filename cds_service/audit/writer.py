@@ -33,7 +33,7 @@ from cds_service.audit.pseudonym import PatientPseudonym
 from cds_service.audit.records import InvocationRecord, build_record
 from cds_service.audit.repository import AuditStore
 from cds_service.audit.spool import Spool, SpoolFull, SpoolUnavailable
-from cds_service.orchestrate import HookOutcome
+from cds_service.hookcall import HookOutcome
 
 logger = logging.getLogger(__name__)
 

@@ -16,9 +16,11 @@ from dataclasses import dataclass, field
 from datetime import date
 from typing import Any
 
+from cds_service.engine.context import Context, FactValue
 from cds_service.engine.dates import FhirDate
-from cds_service.engine.facts import Context, FactSpec, FactValue, Params
+from cds_service.engine.facts import FactSpec
 from cds_service.engine.model import All, Any_, Not, PolicyFile, RuleFile
+from cds_service.engine.params import Params
 from cds_service.engine.records import Normalised, Record, Unreadable
 
 

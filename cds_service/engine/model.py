@@ -2,7 +2,7 @@
 
 A rule names facts and operators only by name; ``cds_service.engine.facts`` declares them. Unknown
 members, facts, operators, value sets, categories or code systems make the service refuse to start with
-a message that names the file and the field (``registry.load_ruleset``).
+a message that names the file and the field (``registry`` and ``engine.compile``).
 """
 
 from __future__ import annotations
@@ -35,6 +35,10 @@ CategoryCode = Literal[
 ]
 Pathway = Literal["entry", "red-flag", "neurological", "hip", "muscular", "default", "order"]
 IndicatorName = Literal["info", "warning", "critical"]
+
+
+class RuleFileError(Exception):
+    """A rule or value-set file is invalid; the message names the file and the problem."""
 
 
 class Strict(BaseModel):
@@ -236,47 +240,7 @@ class RuleFile(Strict):
     )
 
 
-# -- categories, services, policy ------------------------------------------------------------------
-
-
-class OverrideReasonSpec(Strict):
-    code: str
-    display: str
-
-
-class CategorySpec(Strict):
-    code: CategoryCode
-    display: str
-    indicator: IndicatorName
-    summary: str = Field(description="Summary template; {reasons} is replaced by the rules' short texts.")
-    subordinate_summary: str | None = Field(
-        None, description="Summary used when a red flag is present (non-urgent work-up after the emergency)."
-    )
-    advice: list[str] = Field(default_factory=list)
-    order: OrderSpec
-
-
-class CategoriesFile(Strict):
-    topic_system: str
-    override_reason_system: str
-    override_reasons: list[OverrideReasonSpec] = Field(min_length=1)
-    categories: list[CategorySpec] = Field(min_length=6, max_length=6)
-
-
-class ServiceSpec(Strict):
-    id: Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9\-]{0,63}$")]
-    hook: Literal["patient-view", "order-select", "order-sign"]
-    title: str
-    description: str
-    usage_requirements: str
-    prefetch: dict[Identifier, str]
-    required_prefetch: list[Identifier] = Field(default_factory=list)
-    emit_pathways: list[Pathway]
-
-
-class ServicesFile(Strict):
-    cds_hooks_version: str
-    services: list[ServiceSpec] = Field(min_length=1)
+# -- policy -----------------------------------------------------------------------------------------
 
 
 class SuppressSpec(Strict):

@@ -9,8 +9,8 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from cds_service.catalog import Catalog
 from cds_service.fixtures import ANCHOR
-from cds_service.registry import RuleSet
 from tests.support import bundle_resources, vignette_bundle, vignette_expectations
 
 CASES = sorted(vignette_expectations()["cases"])
@@ -44,7 +44,7 @@ def paths(value: Any, prefix: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
 @settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(case_id=st.sampled_from(CASES), data=st.data())
 def test_engine_never_raises_on_mangled_resources(
-    ruleset: RuleSet, case_id: str, data: st.DataObject
+    catalog: Catalog, case_id: str, data: st.DataObject
 ) -> None:
     resources = copy.deepcopy(bundle_resources(vignette_bundle(case_id)))
     for _ in range(data.draw(st.integers(1, 4))):
@@ -60,5 +60,6 @@ def test_engine_never_raises_on_mangled_resources(
             parent.pop(path[-1], None)
         else:
             parent[path[-1]] = data.draw(JSON)
-    evaluation = ruleset.evaluate(ruleset.service("hip-weakness"), resources, "hw-x", ANCHOR)
+    service = catalog.service("hip-weakness")
+    evaluation = catalog.engine.evaluate(resources, "hw-x", ANCHOR, service.emit_pathways)
     assert evaluation.today == ANCHOR

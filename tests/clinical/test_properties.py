@@ -16,8 +16,8 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from cds_service.catalog import Catalog
 from cds_service.fixtures import ANCHOR, shift_dates
-from cds_service.registry import RuleSet
 from tests.support import bundle_resources, vignette_bundle, vignette_expectations
 
 CASES = sorted(vignette_expectations()["cases"])
@@ -43,9 +43,10 @@ SETTINGS = settings(
 )
 
 
-def answer(ruleset: RuleSet, resources: list[dict[str, Any]], patient: str, days: int = 0) -> tuple[Any, ...]:
-    evaluation = ruleset.evaluate(
-        ruleset.service("hip-weakness"), resources, patient, ANCHOR + timedelta(days=days)
+def answer(catalog: Catalog, resources: list[dict[str, Any]], patient: str, days: int = 0) -> tuple[Any, ...]:
+    service = catalog.service("hip-weakness")
+    evaluation = catalog.engine.evaluate(
+        resources, patient, ANCHOR + timedelta(days=days), service.emit_pathways
     )
     return evaluation.red_flag, tuple(evaluation.categories)
 
@@ -62,10 +63,10 @@ def case(case_id: str) -> tuple[list[dict[str, Any]], str]:
     onset=st.integers(0, 30),
 )
 def test_refuted_or_entered_in_error_never_adds_a_red_flag(
-    ruleset: RuleSet, case_id: str, code: tuple[str, str], status: str, onset: int
+    catalog: Catalog, case_id: str, code: tuple[str, str], status: str, onset: int
 ) -> None:
     resources, patient = case(case_id)
-    before = answer(ruleset, resources, patient)
+    before = answer(catalog, resources, patient)
     noise = {
         "resourceType": "Condition",
         "id": "noise",
@@ -74,21 +75,21 @@ def test_refuted_or_entered_in_error_never_adds_a_red_flag(
         "subject": {"reference": f"Patient/{patient}"},
         "onsetDateTime": (ANCHOR - timedelta(days=onset)).isoformat(),
     }
-    after = answer(ruleset, [*resources, noise], patient)
+    after = answer(catalog, [*resources, noise], patient)
     assert after == before
 
 
 @SETTINGS
 @given(case_id=st.sampled_from(CASES), other=st.sampled_from(CASES))
 def test_another_patients_resources_never_change_the_answer(
-    ruleset: RuleSet, case_id: str, other: str
+    catalog: Catalog, case_id: str, other: str
 ) -> None:
     resources, patient = case(case_id)
     theirs, their_id = case(other)
     if their_id == patient:
         return
     foreign = [r for r in theirs if r["resourceType"] != "Patient"]
-    assert answer(ruleset, [*resources, *foreign], patient) == answer(ruleset, resources, patient)
+    assert answer(catalog, [*resources, *foreign], patient) == answer(catalog, resources, patient)
 
 
 @SETTINGS
@@ -96,7 +97,7 @@ def test_another_patients_resources_never_change_the_answer(
     case_id=st.sampled_from(CASES), codes=st.lists(st.from_regex(r"[0-9]{5,9}", fullmatch=True), max_size=20)
 )
 def test_irrelevant_observations_never_change_the_answer(
-    ruleset: RuleSet, case_id: str, codes: list[str]
+    catalog: Catalog, case_id: str, codes: list[str]
 ) -> None:
     resources, patient = case(case_id)
     noise = [
@@ -110,22 +111,22 @@ def test_irrelevant_observations_never_change_the_answer(
         }
         for i, c in enumerate(codes)
     ]
-    assert answer(ruleset, [*resources, *noise], patient) == answer(ruleset, resources, patient)
+    assert answer(catalog, [*resources, *noise], patient) == answer(catalog, resources, patient)
 
 
 @SETTINGS
 @given(case_id=st.sampled_from(CASES), days=st.integers(-3000, 3000))
 def test_moving_record_and_today_together_never_changes_the_answer(
-    ruleset: RuleSet, case_id: str, days: int
+    catalog: Catalog, case_id: str, days: int
 ) -> None:
     resources, patient = case(case_id)
     moved = shift_dates(resources, days)
-    assert answer(ruleset, moved, patient, days) == answer(ruleset, resources, patient)
+    assert answer(catalog, moved, patient, days) == answer(catalog, resources, patient)
 
 
 @SETTINGS
 @given(case_id=st.sampled_from(CASES), pick=st.integers(0, 1))
-def test_code_system_aliases_never_change_the_answer(ruleset: RuleSet, case_id: str, pick: int) -> None:
+def test_code_system_aliases_never_change_the_answer(catalog: Catalog, case_id: str, pick: int) -> None:
     resources, patient = case(case_id)
     aliased = copy.deepcopy(resources)
 
@@ -142,4 +143,4 @@ def test_code_system_aliases_never_change_the_answer(ruleset: RuleSet, case_id: 
                 respell(member)
 
     respell(aliased)
-    assert answer(ruleset, aliased, patient) == answer(ruleset, resources, patient)
+    assert answer(catalog, aliased, patient) == answer(catalog, resources, patient)

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from cds_service.registry import RuleSet
+from cds_service.catalog import Catalog
 
 TODAY = date(2026, 1, 15)
 LOINC = "http://loinc.org"
@@ -33,8 +33,8 @@ def temperature(
     }
 
 
-def normalise(ruleset: RuleSet, *resources: dict[str, Any]):  # type: ignore[no-untyped-def]
-    return ruleset.normaliser.normalise(resources, "p1", TODAY)
+def normalise(catalog: Catalog, *resources: dict[str, Any]):  # type: ignore[no-untyped-def]
+    return catalog.engine.normaliser.normalise(resources, "p1", TODAY)
 
 
 @pytest.mark.parametrize(
@@ -48,9 +48,9 @@ def normalise(ruleset: RuleSet, *resources: dict[str, Any]):  # type: ignore[no-
     ],
 )
 def test_temperatures_are_converted_by_ucum_code(
-    ruleset: RuleSet, value: float, code: str, celsius: float
+    catalog: Catalog, value: float, code: str, celsius: float
 ) -> None:
-    out = normalise(ruleset, temperature(value, code))
+    out = normalise(catalog, temperature(value, code))
     assert not out.unreadable
     assert out.records[0].number == pytest.approx(celsius, abs=0.05)
 
@@ -68,16 +68,16 @@ def test_temperatures_are_converted_by_ucum_code(
     ],
 )
 def test_implausible_or_unitless_temperatures_are_unreadable_not_guessed(
-    ruleset: RuleSet, value: Any, code: str | None, unit: str | None, problem: str
+    catalog: Catalog, value: Any, code: str | None, unit: str | None, problem: str
 ) -> None:
-    out = normalise(ruleset, temperature(value, code, unit))
+    out = normalise(catalog, temperature(value, code, unit))
     assert not out.records
     assert problem in out.unreadable[0].problem
     assert "body-temperature" in out.unreadable[0].valuesets
 
 
-def test_unit_string_that_is_exactly_a_ucum_code_is_accepted(ruleset: RuleSet) -> None:
-    out = normalise(ruleset, temperature(101.3, None, "[degF]"))
+def test_unit_string_that_is_exactly_a_ucum_code_is_accepted(catalog: Catalog) -> None:
+    out = normalise(catalog, temperature(101.3, None, "[degF]"))
     assert out.records[0].number == pytest.approx(38.5, abs=0.05)
 
 
@@ -100,7 +100,7 @@ def test_unit_string_that_is_exactly_a_ucum_code_is_accepted(ruleset: RuleSet) -
         ({"valueCodeableConcept": {"coding": [{"system": LOCAL, "code": "mrc-1"}]}}, 1),
     ],
 )
-def test_mrc_grade_in_every_representation(ruleset: RuleSet, value: dict[str, Any], grade: int) -> None:
+def test_mrc_grade_in_every_representation(catalog: Catalog, value: dict[str, Any], grade: int) -> None:
     obs = {
         "resourceType": "Observation",
         "id": "m",
@@ -109,7 +109,7 @@ def test_mrc_grade_in_every_representation(ruleset: RuleSet, value: dict[str, An
         "effectiveDateTime": "2026-01-14",
         **value,
     }
-    assert normalise(ruleset, obs).records[0].number == grade
+    assert normalise(catalog, obs).records[0].number == grade
 
 
 @pytest.mark.parametrize(
@@ -121,7 +121,7 @@ def test_mrc_grade_in_every_representation(ruleset: RuleSet, value: dict[str, An
         {"valueCodeableConcept": {"coding": [{"system": LOCAL, "code": "mrc-9"}]}},
     ],
 )
-def test_impossible_mrc_values_are_unreadable(ruleset: RuleSet, value: dict[str, Any]) -> None:
+def test_impossible_mrc_values_are_unreadable(catalog: Catalog, value: dict[str, Any]) -> None:
     obs = {
         "resourceType": "Observation",
         "id": "m",
@@ -129,7 +129,7 @@ def test_impossible_mrc_values_are_unreadable(ruleset: RuleSet, value: dict[str,
         "code": {"coding": [{"system": LOCAL, "code": "hip-flexion-mrc"}]},
         **value,
     }
-    out = normalise(ruleset, obs)
+    out = normalise(catalog, obs)
     assert not out.records and out.unreadable
 
 
@@ -148,7 +148,7 @@ def test_impossible_mrc_values_are_unreadable(ruleset: RuleSet, value: dict[str,
     ],
 )
 def test_condition_status_handling(
-    ruleset: RuleSet, clinical: str | None, verification: str | None, kept: bool
+    catalog: Catalog, clinical: str | None, verification: str | None, kept: bool
 ) -> None:
     cond: dict[str, Any] = {
         "resourceType": "Condition",
@@ -159,7 +159,7 @@ def test_condition_status_handling(
         cond["clinicalStatus"] = {"coding": [{"code": clinical}]}
     if verification:
         cond["verificationStatus"] = {"coding": [{"code": verification}]}
-    assert bool(normalise(ruleset, cond).records) is kept
+    assert bool(normalise(catalog, cond).records) is kept
 
 
 @pytest.mark.parametrize(
@@ -176,27 +176,27 @@ def test_condition_status_handling(
         (None, True),
     ],
 )
-def test_observation_status_handling(ruleset: RuleSet, status: str | None, kept: bool) -> None:
+def test_observation_status_handling(catalog: Catalog, status: str | None, kept: bool) -> None:
     obs = temperature(39.0, "Cel")
     if status is None:
         del obs["status"]
     else:
         obs["status"] = status
-    assert bool(normalise(ruleset, obs).records) is kept
+    assert bool(normalise(catalog, obs).records) is kept
 
 
-def test_code_without_system_is_reported_not_dropped(ruleset: RuleSet) -> None:
+def test_code_without_system_is_reported_not_dropped(catalog: Catalog) -> None:
     cond = {
         "resourceType": "Condition",
         "id": "c",
         "code": {"coding": [{"code": "192970008"}], "text": "CES"},
     }
-    out = normalise(ruleset, cond)
+    out = normalise(catalog, cond)
     assert not out.records
     assert out.unreadable[0].code_unknown
 
 
-def test_unresolvable_medication_reference_is_reported(ruleset: RuleSet) -> None:
+def test_unresolvable_medication_reference_is_reported(catalog: Catalog) -> None:
     med = {
         "resourceType": "MedicationRequest",
         "id": "m",
@@ -204,11 +204,11 @@ def test_unresolvable_medication_reference_is_reported(ruleset: RuleSet) -> None
         "intent": "order",
         "medicationReference": {"reference": "Medication/unknown"},
     }
-    out = normalise(ruleset, med)
+    out = normalise(catalog, med)
     assert out.unreadable and out.unreadable[0].code_unknown
 
 
-def test_medication_reference_resolved_from_contained_and_bundle(ruleset: RuleSet) -> None:
+def test_medication_reference_resolved_from_contained_and_bundle(catalog: Catalog) -> None:
     apixaban = {"coding": [{"system": "http://www.nlm.nih.gov/research/umls/rxnorm", "code": "1364445"}]}
     contained = {
         "resourceType": "MedicationRequest",
@@ -226,12 +226,12 @@ def test_medication_reference_resolved_from_contained_and_bundle(ruleset: RuleSe
         "medicationReference": {"reference": "Medication/m2"},
     }
     medication = {"resourceType": "Medication", "id": "m2", "code": apixaban}
-    out = normalise(ruleset, contained, separate, medication)
+    out = normalise(catalog, contained, separate, medication)
     assert sorted(r.id or "" for r in out.records) == ["a", "b"]
 
 
 @pytest.mark.parametrize(
     "bad", [None, 5, "x", [], {"resourceType": 5}, {"resourceType": "Condition", "code": 3}]
 )
-def test_wrong_shapes_never_raise(ruleset: RuleSet, bad: Any) -> None:
-    normalise(ruleset, bad)  # type: ignore[arg-type]
+def test_wrong_shapes_never_raise(catalog: Catalog, bad: Any) -> None:
+    normalise(catalog, bad)  # type: ignore[arg-type]

@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from cds_service.registry import RuleFileError, load_ruleset
+from cds_service.catalog import load_catalog
+from cds_service.registry import RuleFileError
 from tests.support import ROOT
 
 
@@ -27,9 +28,9 @@ def edit_rule(rules: Path, relative: str, change) -> None:  # type: ignore[no-un
 
 
 def test_shipped_rules_load(rules: Path) -> None:
-    ruleset = load_ruleset(rules)
-    assert ruleset.rules[0].id == "HW"
-    pathways = {r.id for r in ruleset.rules}
+    catalog = load_catalog(rules)
+    assert catalog.rules[0].id == "HW"
+    pathways = {r.id for r in catalog.rules}
     for required in (
         "RF-CES",
         "RF-PROG",
@@ -63,7 +64,7 @@ def test_shipped_rules_load(rules: Path) -> None:
 
 
 def test_every_rule_has_evidence_version_and_card_text(rules: Path) -> None:
-    for rule in load_ruleset(rules).rules:
+    for rule in load_catalog(rules).rules:
         spec = rule.spec
         assert spec.evidence and spec.version and spec.card.reason and spec.logic, spec.id
         if spec.pathway not in ("entry",):
@@ -85,14 +86,14 @@ def test_every_rule_has_evidence_version_and_card_text(rules: Path) -> None:
 def test_invalid_rule_file_refuses_to_load(rules: Path, change, message: str) -> None:  # type: ignore[no-untyped-def]
     edit_rule(rules, "pathways/red-flags/rf-ces.yaml", change)
     with pytest.raises(RuleFileError, match=r"rf-ces\.yaml") as excinfo:
-        load_ruleset(rules)
+        load_catalog(rules)
     assert message in str(excinfo.value)
 
 
 def test_unknown_operator_refuses_to_load(rules: Path) -> None:
     edit_rule(rules, "pathways/red-flags/rf-sbp.yaml", lambda d: d["when"]["all"][0].update(op="~="))
     with pytest.raises(RuleFileError, match="needs op"):
-        load_ruleset(rules)
+        load_catalog(rules)
 
 
 def test_unknown_code_system_refuses_to_load(rules: Path) -> None:
@@ -101,7 +102,7 @@ def test_unknown_code_system_refuses_to_load(rules: Path) -> None:
     data["codes"].append({"system": "http://example.org/unknown-system", "code": "x"})
     path.write_text(yaml.safe_dump(data))
     with pytest.raises(RuleFileError, match="unknown code system"):
-        load_ruleset(rules)
+        load_catalog(rules)
 
 
 def test_prefix_on_a_system_without_hierarchy_refuses_to_load(rules: Path) -> None:
@@ -110,7 +111,7 @@ def test_prefix_on_a_system_without_hierarchy_refuses_to_load(rules: Path) -> No
     data["codes"].append({"system": "sct", "prefix": "1234"})
     path.write_text(yaml.safe_dump(data))
     with pytest.raises(RuleFileError, match="prefix"):
-        load_ruleset(rules)
+        load_catalog(rules)
 
 
 def test_dependency_cycle_refuses_to_load(rules: Path) -> None:
@@ -125,13 +126,13 @@ def test_dependency_cycle_refuses_to_load(rules: Path) -> None:
         lambda d: d.update(when={"all": [d["when"], {"fact": "rule", "rules": ["M-GLUT"]}]}),
     )
     with pytest.raises(RuleFileError, match="cycle"):
-        load_ruleset(rules)
+        load_catalog(rules)
 
 
 def test_broken_yaml_refuses_to_load(rules: Path) -> None:
     (rules / "pathways" / "hip" / "h-oa.yaml").write_text("id: H-OA\nwhen: [unclosed\n")
     with pytest.raises(RuleFileError, match=r"h-oa\.yaml: not valid YAML"):
-        load_ruleset(rules)
+        load_catalog(rules)
 
 
 def test_site_codes_extend_a_value_set_without_editing_shipped_files(rules: Path, tmp_path: Path) -> None:
@@ -147,7 +148,7 @@ def test_site_codes_extend_a_value_set_without_editing_shipped_files(rules: Path
         )
     )
     with pytest.raises(RuleFileError, match="unknown code system"):
-        load_ruleset(rules, extra)  # a site system must be declared: in the site file itself
+        load_catalog(rules, extra)  # a site system must be declared: in the site file itself
     (extra / "flowsheets.yaml").write_text(
         yaml.safe_dump(
             {
@@ -161,9 +162,9 @@ def test_site_codes_extend_a_value_set_without_editing_shipped_files(rules: Path
         )
     )
     shipped = (rules / "code-systems.yaml").read_text()
-    ruleset = load_ruleset(rules, extra)
+    catalog = load_catalog(rules, extra)
     assert (rules / "code-systems.yaml").read_text() == shipped
-    match = ruleset.terminology.match("http://hospital.example.org/flowsheet", "FS-1234")
+    match = catalog.engine.terminology.match("http://hospital.example.org/flowsheet", "FS-1234")
     assert "unable-to-bear-weight" in match.valuesets
 
 
@@ -174,10 +175,10 @@ def test_site_file_for_an_unknown_value_set_refuses_to_load(rules: Path, tmp_pat
         yaml.safe_dump({"extends": "nope", "codes": [{"system": "sct", "code": "1"}]})
     )
     with pytest.raises(RuleFileError, match="extends unknown value set 'nope'"):
-        load_ruleset(rules, extra)
+        load_catalog(rules, extra)
 
 
 def test_rules_version_changes_when_a_rule_file_changes(rules: Path) -> None:
-    before = load_ruleset(rules).version
+    before = load_catalog(rules).version
     edit_rule(rules, "pathways/hip/h-oa.yaml", lambda d: d.update(version="1.0.1"))
-    assert load_ruleset(rules).version != before
+    assert load_catalog(rules).version != before

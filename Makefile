@@ -35,6 +35,7 @@ lint: $(VENV)/.dev
 	$(BIN)/ruff check cds_service tests scripts
 	$(BIN)/ruff format --check cds_service tests scripts
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 
 format: $(VENV)/.dev
 	$(BIN)/ruff format cds_service tests scripts

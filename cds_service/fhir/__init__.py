@@ -1,0 +1,1 @@
+"""The one FHIR client (``client``) and its error tree (``errors``)."""

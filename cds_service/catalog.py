@@ -13,12 +13,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cds_service.cards import CardBook
-from cds_service.definitions import CategoriesFile, CategorySpec, ServiceSpec
+from cds_service.definitions import CategoriesFile, CategorySpec, Service
 from cds_service.engine.compile import build_engine
 from cds_service.engine.engine import Engine
 from cds_service.engine.evaluate import CompiledRule
 from cds_service.engine.model import PolicyFile, ValueSetFile
 from cds_service.orders import build_order_templates
+from cds_service.prefetch.derive import derive_services
 from cds_service.registry import RuleFiles, load_rule_files
 
 
@@ -37,7 +38,8 @@ class Catalog:
     files: RuleFiles
     engine: Engine
     cards: CardBook
-    services: tuple[ServiceSpec, ...]
+    services: tuple[Service, ...]
+    profile: str  # the EHR query profile the services' prefetch plans are for
 
     @property
     def version(self) -> str:
@@ -47,6 +49,11 @@ class Catalog:
     @property
     def rules(self) -> tuple[CompiledRule, ...]:
         return self.engine.rules
+
+    @property
+    def max_page_size(self) -> int:
+        """The largest ``_count`` the profile's server accepts."""
+        return self.files.profiles.profiles[self.profile].max_page_size
 
     @property
     def policy(self) -> PolicyFile:
@@ -64,7 +71,7 @@ class Catalog:
     def valueset_files(self) -> Mapping[str, ValueSetFile]:
         return self.files.valuesets
 
-    def service(self, service_id: str) -> ServiceSpec:
+    def service(self, service_id: str) -> Service:
         for spec in self.services:
             if spec.id == service_id:
                 return spec
@@ -77,7 +84,9 @@ class Catalog:
         return self.cards.category(code)
 
 
-def load_catalog(rules_dir: Path, extra_valuesets_dir: Path | None = None) -> Catalog:
+def load_catalog(
+    rules_dir: Path, extra_valuesets_dir: Path | None = None, profile: str = "generic"
+) -> Catalog:
     """Read, validate and compile everything. Raises ``RuleFileError`` on the first problem."""
     files = load_rule_files(rules_dir, extra_valuesets_dir)
     engine = build_engine(
@@ -92,4 +101,4 @@ def load_catalog(rules_dir: Path, extra_valuesets_dir: Path | None = None) -> Ca
     )
     templates = build_order_templates(files.categories, engine.rules, engine.terminology.systems)
     book = CardBook(files.categories, files.policy, templates, engine.terminology)
-    return Catalog(files, engine, book, tuple(files.services.services))
+    return Catalog(files, engine, book, derive_services(files, engine, profile), profile)

@@ -55,7 +55,7 @@ def run_serve(args: argparse.Namespace) -> int:
         _local_secrets(args.port)
         settings = load_settings()
     try:
-        load_catalog(settings.rules_dir, settings.extra_valuesets_dir)
+        load_catalog(settings.rules_dir, settings.extra_valuesets_dir, settings.ehr_profile)
     except RuleFileError as exc:
         raise SystemExit(f"cds-service: invalid rule file: {exc}") from None
     if settings.env is Environment.production:

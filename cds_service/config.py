@@ -90,6 +90,13 @@ class Settings(BaseSettings):
 
     # --- Rules ---
     rules_dir: Path = Field(PROJECT_ROOT / "rules", description="Shipped rules and value sets.")
+    ehr_profile: str = Field(
+        "generic",
+        description="How the EHR's FHIR server is queried: generic (spec-conformant: HAPI, SMART), epic or "
+        "oracle (rules/ehr-profiles.yaml). Discovery publishes that profile's prefetch templates and the "
+        "service's own fetches run the same queries.",
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9\-]{0,63}$",
+    )
     extra_valuesets_dir: Path | None = Field(
         None, description="Site-specific codes added to the shipped value sets (YAML files, same format)."
     )

@@ -12,7 +12,12 @@ import copy
 import re
 from collections.abc import Iterable, Mapping
 from datetime import date, datetime, timedelta
+from functools import lru_cache
 from typing import Any
+
+from cds_service.config import PROJECT_ROOT
+from cds_service.prefetch.templates import render
+from cds_service.tools import local_search
 
 ANCHOR = date(2026, 1, 15)
 """The "today" that fixture files on disk are written for."""
@@ -217,20 +222,33 @@ def searchset(resources: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
     }
 
 
-def prefetch_for(resources: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
-    """The hip-weakness service's prefetch, as an EHR would send it, from a patient's resources."""
+def prefetch_for(
+    resources: Iterable[Mapping[str, Any]],
+    templates: Mapping[str, str] | None = None,
+    patient_id: str | None = None,
+) -> dict[str, Any]:
+    """A service's prefetch as an EHR sends it: each template run against the patient's resources
+    (``tools.local_search``, FHIR token search). Default templates: the hip-weakness service's, generic
+    profile. The patient is the Patient among ``resources`` unless ``patient_id`` is given."""
     items = list(resources)
-    by_type: dict[str, list[Mapping[str, Any]]] = {}
-    for r in items:
-        by_type.setdefault(str(r["resourceType"]), []).append(r)
-    patients = by_type.get("Patient", [])
-    return {
-        "patient": patients[0] if patients else None,
-        "conditions": searchset(by_type.get("Condition", [])),
-        "observations": searchset(by_type.get("Observation", [])),
-        "medicationRequests": searchset(by_type.get("MedicationRequest", [])),
-        "medicationStatements": searchset(by_type.get("MedicationStatement", [])),
-    }
+    if patient_id is None:
+        patient_id = next((str(r["id"]) for r in items if r.get("resourceType") == "Patient"), "unknown")
+    context = {"patientId": patient_id, "userId": "Practitioner/example"}
+    prefetch: dict[str, Any] = {}
+    for key, template in (templates or default_templates()).items():
+        relative = render(template, context)
+        assert relative is not None, template
+        found = local_search.run(relative, items)
+        prefetch[key] = searchset(found) if isinstance(found, list) else found
+    return prefetch
+
+
+@lru_cache(maxsize=4)
+def default_templates(service_id: str = "hip-weakness", profile: str = "generic") -> dict[str, str]:
+    """The prefetch templates discovery publishes for a service (shipped rules)."""
+    from cds_service.catalog import load_catalog
+
+    return load_catalog(PROJECT_ROOT / "rules", None, profile).service(service_id).prefetch
 
 
 def shift_dates(value: Any, days: int) -> Any:

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Protocol
 
-from cds_service.definitions import ServiceSpec
+from cds_service.definitions import Service
 from cds_service.engine.evaluate import Evaluation
 from cds_service.prefetch import Resolved
 from cds_service.schemas import CdsResponse, HookRequest, PatientViewContext
@@ -33,7 +33,7 @@ class Caller:
 
 @dataclass(frozen=True)
 class HookOutcome:
-    service: ServiceSpec
+    service: Service
     request: HookRequest
     context: PatientViewContext
     response: CdsResponse

@@ -68,7 +68,7 @@ def create_app(
     """Build the app. ``transport`` replaces the network for tests (respx also works without it)."""
     settings = settings or Settings()
     quiet_http_clients()
-    catalog = load_catalog(settings.rules_dir, settings.extra_valuesets_dir)
+    catalog = load_catalog(settings.rules_dir, settings.extra_valuesets_dir, settings.ehr_profile)
     clients = load_trusted_clients(settings.trusted_clients_file) if settings.trusted_clients_file else []
     if settings.auth is AuthMode.off:
         logger.warning(
@@ -112,7 +112,7 @@ def create_app(
                     max_response_bytes=settings.fhir_max_response_bytes,
                     max_pages=settings.fhir_max_pages,
                     max_resources=settings.fhir_max_resources_per_key,
-                    page_size=settings.fhir_page_size,
+                    page_size=min(settings.fhir_page_size, catalog.max_page_size),
                 ),
                 observe=lambda outcome, seconds: _observe_fhir(metrics, outcome, seconds),
             )

@@ -17,14 +17,14 @@ from typing import Any
 from cds_service.cards import CardContext, IdFactory, build_cards, new_id
 from cds_service.catalog import Catalog
 from cds_service.config import Environment, Settings
-from cds_service.definitions import ServiceSpec
+from cds_service.definitions import Service
 from cds_service.engine.dates import utc_today
 from cds_service.engine.evaluate import DataNote, Evaluation
 from cds_service.fhir.client import FhirClient
 from cds_service.hookcall import AuditSink, Caller, Clock, HookOutcome, NullAudit, utc_now
 from cds_service.logs import correlation_id
 from cds_service.metrics import Metrics
-from cds_service.prefetch import Resolved, fhir_access, resolve
+from cds_service.prefetch import PrefetchUnavailable, Resolved, fhir_access, resolve
 from cds_service.schemas import (
     CdsResponse,
     HookRequest,
@@ -103,15 +103,21 @@ class Orchestrator:
                     service, request, self.fhir, access, self.settings.fhir_time_budget_seconds
                 )
                 evaluation = self._evaluate(service, context, resolved, started)
+                failed = resolved.failed()
                 notes = [
                     DataNote(f"Prefetch {key!r} could not be obtained: {problem}", key, True)
-                    for key, problem in resolved.failed().items()
+                    for key, problem in failed.items()
                 ]
                 cards = build_cards(
                     evaluation,
                     self.catalog.cards,
                     CardContext(context.patientId, base_url, notes, self.id_factory),
                 )
+                missing = {k: p for k, p in failed.items() if k in service.required}
+                if missing and not (evaluation.hip_weakness and cards):
+                    # What arrived cannot establish the entry criterion, or gives no card to carry the
+                    # note: an empty answer must never stand for "could not check" (412).
+                    raise PrefetchUnavailable(missing)
                 outcome = HookOutcome(
                     service,
                     request,
@@ -140,7 +146,7 @@ class Orchestrator:
             self.metrics.prefetch_keys.labels(key, result.status).inc()
 
     def _evaluate(
-        self, service: ServiceSpec, context: PatientViewContext, resolved: Resolved, now: datetime
+        self, service: Service, context: PatientViewContext, resolved: Resolved, now: datetime
     ) -> Evaluation:
         resources = resolved.resources
         selections: frozenset[str] | None = None
@@ -166,7 +172,7 @@ def _draft_resources(bundle: Mapping[str, Any]) -> list[dict[str, Any]]:
     return out
 
 
-def _log_call(service: ServiceSpec, request: HookRequest, outcome: HookOutcome | None, ms: float) -> None:
+def _log_call(service: Service, request: HookRequest, outcome: HookOutcome | None, ms: float) -> None:
     if outcome is None:
         logger.info(
             "hook call service=%s hookInstance=%s result=error duration_ms=%.1f",

@@ -19,7 +19,7 @@ from typing import Any, TypeVar
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from cds_service.definitions import CategoriesFile, ServicesFile
+from cds_service.definitions import CategoriesFile, ProfilesFile, ServicesFile
 from cds_service.engine.model import (
     CodeEntry,
     CodeSystemsFile,
@@ -54,6 +54,7 @@ class RuleFiles:
     categories: CategoriesFile
     policy: PolicyFile
     services: ServicesFile
+    profiles: ProfilesFile
     rules: Mapping[str, tuple[RuleFile, Path]]  # rule id -> (rule, its file)
 
 
@@ -95,10 +96,17 @@ def load_rule_files(rules_dir: Path, extra_valuesets_dir: Path | None = None) ->
         raise RuleFileError("categories.yaml: each of the six categories must appear exactly once")
     policy = _load(rules_dir / "policy.yaml", PolicyFile, digest)
     services = _load(rules_dir / "services.yaml", ServicesFile, digest)
+    profiles = _load(rules_dir / "ehr-profiles.yaml", ProfilesFile, digest)
+    known_keys = {key for profile in profiles.profiles.values() for key in profile.keys}
     for service in services.services:
         for key in service.required_prefetch:
             if key not in service.prefetch:
-                raise RuleFileError(f"services.yaml {service.id}: required_prefetch {key!r} has no template")
+                raise RuleFileError(
+                    f"services.yaml {service.id}: required_prefetch {key!r} is not in prefetch"
+                )
+        for key in service.prefetch:
+            if key not in known_keys:
+                raise RuleFileError(f"services.yaml {service.id}: prefetch {key!r} is in no EHR profile")
 
     rules: dict[str, tuple[RuleFile, Path]] = {}
     for path in sorted((rules_dir / "pathways").rglob("*.yaml")):
@@ -117,6 +125,7 @@ def load_rule_files(rules_dir: Path, extra_valuesets_dir: Path | None = None) ->
         categories=categories,
         policy=policy,
         services=services,
+        profiles=profiles,
         rules=rules,
     )
 

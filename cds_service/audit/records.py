@@ -65,6 +65,7 @@ class InvocationRecord(Frozen):
     patient_hash: str | None
     rules_version: str
     prefetch: dict[str, str]
+    prefetch_resources: dict[str, dict[str, int]] = Field(default_factory=dict)
     hip_weakness: bool
     red_flag: bool
     highest_indicator: str | None
@@ -93,6 +94,10 @@ def build_record(outcome: HookOutcome, pseudonym: PatientPseudonym, rules_versio
         patient_hash=pseudonym(outcome.context.patientId) if outcome.context.patientId else None,
         rules_version=rules_version,
         prefetch={key: result.status for key, result in outcome.prefetch.keys.items()},
+        prefetch_resources={
+            key: {"supplied": result.supplied, "fetched": result.fetched}
+            for key, result in outcome.prefetch.keys.items()
+        },
         hip_weakness=evaluation.hip_weakness,
         red_flag=evaluation.red_flag,
         highest_indicator=highest.indicator.value if highest else None,

@@ -145,6 +145,7 @@ class AuditStore:
         columns = [
             *_summary_columns(),
             invocations.c.prefetch,
+            invocations.c.prefetch_resources,
             invocations.c.unreadable_count,
             invocations.c.recorded_at,
             invocations.c.trace,
@@ -171,6 +172,7 @@ class AuditStore:
         return InvocationDetail(
             **summary.model_dump(),
             prefetch=chosen["prefetch"],
+            prefetch_resources=chosen["prefetch_resources"] or {},
             unreadable_count=chosen["unreadable_count"],
             recorded_at=chosen["recorded_at"],
             trace=Trace.model_validate(chosen["trace"]),
@@ -395,6 +397,7 @@ def _invocation_row(record: InvocationRecord, recorded_at: datetime) -> dict[str
         "patient_hash": record.patient_hash,
         "rules_version": record.rules_version,
         "prefetch": record.prefetch,
+        "prefetch_resources": record.prefetch_resources,
         "hip_weakness": record.hip_weakness,
         "red_flag": record.red_flag,
         "card_count": len(record.cards),

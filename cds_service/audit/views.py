@@ -156,7 +156,15 @@ class OtherCall(View):
 
 
 class InvocationDetail(InvocationSummary):
-    prefetch: dict[str, str] = Field(description="Prefetch key -> supplied | fetched | null | failed.")
+    prefetch: dict[str, str] = Field(
+        description="Prefetch key -> supplied | fetched | paged (the EHR's first page, the rest fetched by "
+        "the service) | null | failed."
+    )
+    prefetch_resources: dict[str, dict[str, int]] = Field(
+        default_factory=dict,
+        description="Prefetch key -> {supplied, fetched}: resources the EHR sent and the service read itself "
+        "(after de-duplication across keys). Empty for calls recorded before revision 0002.",
+    )
     unreadable_count: int
     recorded_at: datetime
     trace: Trace

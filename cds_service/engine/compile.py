@@ -170,6 +170,7 @@ def _compile_rule(
 ) -> CompiledRule:
     used_vs: set[str] = set()
     depends: set[str] = set()
+    reads_codes: dict[str, set[str]] = {}
     for order in spec.orders:
         if not order.codes:
             raise RuleFileError(f"{path}: order {order.id} has no code")
@@ -207,6 +208,10 @@ def _compile_rule(
                 if vs not in valuesets:
                     raise RuleFileError(f"{path}: {where}: fact {leaf.fact}: unknown value set {vs!r}")
                 used_vs.add(vs)
+        coded = getattr(params, "valueset", None)
+        for resource_type in fact.reads_codes_of(params):
+            names = [coded] if isinstance(coded, str) else list(coded or [])
+            reads_codes.setdefault(resource_type, set()).update(names)
         if leaf.fact == "rule":
             for dep in raw.get("rules") or []:
                 if dep not in rules:
@@ -233,7 +238,13 @@ def _compile_rule(
 
     node = compile_node(spec.when, "when")
     depends.discard(spec.id)
-    return CompiledRule(spec, node, frozenset(depends), frozenset(used_vs))
+    return CompiledRule(
+        spec,
+        node,
+        frozenset(depends),
+        frozenset(used_vs),
+        {t: frozenset(v) for t, v in reads_codes.items()},
+    )
 
 
 def _default_label(fact: str, raw: Mapping[str, Any], op: str | None, value: object) -> str:

@@ -28,6 +28,11 @@ class Engine:
     policy: PolicyFile
     red_flag_valuesets: frozenset[str]
 
+    def code_valuesets(self, resource_type: str) -> frozenset[str]:
+        """The value sets some rule matches against the ``code`` of this resource type: what a query
+        for the patient's data must not miss (prefetch templates are derived from it)."""
+        return frozenset(vs for rule in self.rules for vs in rule.reads_codes.get(resource_type, frozenset()))
+
     def rule(self, rule_id: str) -> CompiledRule | None:
         return next((r for r in self.rules if r.id == rule_id), None)
 

@@ -49,6 +49,7 @@ class CompiledRule:
     when: CompiledNode
     depends_on: frozenset[str]
     valuesets: frozenset[str]
+    reads_codes: Mapping[str, frozenset[str]] = field(default_factory=dict)  # resource type -> value sets
 
     @property
     def id(self) -> str:

@@ -160,6 +160,10 @@ def draft_order(ctx: Context, p: DraftOrderParams) -> FactValue:
     return FactValue(bool(hits), tuple(hits))
 
 
+_OBS = ("Observation",)
+_MEDICATIONS = ("MedicationRequest", "MedicationStatement")
+
+
 @dataclass(frozen=True)
 class FactSpec:
     name: str
@@ -171,6 +175,14 @@ class FactSpec:
     #: evidence keeps only the records whose number passes the rule's comparison, so that a normal MRC 5
     #: of the other leg is not shown, or counted (bilateral weakness), as weakness.
     value_of_a_record: bool = False
+    #: The resource types whose ``code`` the ``valueset`` parameter is matched against (a fact with a
+    #: ``resource_types`` parameter reads those instead). Prefetch queries are derived from this.
+    reads: tuple[str, ...] = ()
+
+    def reads_codes_of(self, params: Params) -> tuple[str, ...]:
+        """Resource types this use of the fact reads by code (``valueset``), for prefetch derivation."""
+        chosen = getattr(params, "resource_types", None)
+        return tuple(chosen) if chosen is not None else self.reads
 
     @property
     def doc(self) -> str:
@@ -181,17 +193,17 @@ FACTS: dict[str, FactSpec] = {
     spec.name: spec
     for spec in (
         FactSpec("finding", finding, FindingParams, False, ("valueset", "severity", "not_severity")),
-        FactSpec("coded_value", coded_value, CodedValueParams, False, ("valueset", "answers")),
-        FactSpec("latest_score", latest_score, ScoreParams, True, value_of_a_record=True),
-        FactSpec("score_decline", score_decline, ScoreParams, True),
-        FactSpec("quantity", quantity, QuantityParams, True, value_of_a_record=True),
-        FactSpec("quantity_drop_percent", quantity_drop_percent, WindowParams, True),
-        FactSpec("medication", medication, MedicationParams, False),
+        FactSpec("coded_value", coded_value, CodedValueParams, False, ("valueset", "answers"), reads=_OBS),
+        FactSpec("latest_score", latest_score, ScoreParams, True, value_of_a_record=True, reads=_OBS),
+        FactSpec("score_decline", score_decline, ScoreParams, True, reads=_OBS),
+        FactSpec("quantity", quantity, QuantityParams, True, value_of_a_record=True, reads=_OBS),
+        FactSpec("quantity_drop_percent", quantity_drop_percent, WindowParams, True, reads=_OBS),
+        FactSpec("medication", medication, MedicationParams, False, reads=_MEDICATIONS),
         FactSpec("weakness_onset_days", weakness_onset_days, NoParams, True, ()),
         FactSpec("weakness_bilateral", weakness_bilateral, NoParams, False, ()),
         FactSpec("age_years", age_years, NoParams, True, ()),
         FactSpec("rule", rule, RuleParams, False, ()),
-        FactSpec("draft_order", draft_order, DraftOrderParams, False),
+        FactSpec("draft_order", draft_order, DraftOrderParams, False, reads=("ServiceRequest",)),
     )
 }
 

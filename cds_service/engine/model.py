@@ -55,6 +55,11 @@ class CodeSystemSpec(Strict):
     uri_prefixes: list[str] = Field(default_factory=list)
     prefix_matching: bool = False
     normalise: Literal["strip", "icd"] = "strip"
+    observation_codes: bool = Field(
+        True,
+        description="List this system's codes in Observation code searches (prefetch). False for a "
+        "diagnosis classification (ICD-10-CM): findings coded in it are Conditions.",
+    )
 
 
 class CodeSystemsFile(Strict):
@@ -75,6 +80,27 @@ class CodeEntry(Strict):
     verification: str | None = Field(None, description="Evidence tag from codes.md ([T], [V: ...], ...).")
 
 
+class SearchHints(Strict):
+    """How the patient's data in this value set is found on a FHIR server (prefetch derivation)."""
+
+    observation_codes: bool = Field(
+        True,
+        description="List the codes in Observation code searches. False where the findings are recorded "
+        "as Conditions and the codes are too many for a query (a descendant expansion); `note` says why.",
+    )
+    observation_categories: list[str] = Field(
+        default_factory=list,
+        description="Observation categories these findings are filed under (vital-signs, exam, survey): "
+        "searched by category too, which finds them inside panels and under local codes.",
+    )
+    panel_codes: list[CodeEntry] = Field(
+        default_factory=list,
+        description="Codes of panels whose components carry these findings (a temperature inside a vital-"
+        "signs panel): searched by code too, since a code search matches Observation.code only.",
+    )
+    note: str = ""
+
+
 class ValueSetFile(Strict):
     id: Identifier
     version: Version
@@ -87,6 +113,7 @@ class ValueSetFile(Strict):
         "this value set (a generic 'muscle strain' of the shoulder is not a hip strain).",
     )
     sources: list[str] = Field(default_factory=list)
+    search: SearchHints = Field(default_factory=SearchHints)
     codes: list[CodeEntry] = Field(default_factory=list)
 
 

@@ -137,14 +137,18 @@ class FhirClient:
         base: str,
         relative: str | None,
         token: str | None,
-        first_page: Mapping[str, Any] | None = None,
+        *,
+        after: Mapping[str, Any] | None = None,
+        into: SearchResult | None = None,
     ) -> SearchResult:
-        """A search (``Type?params``) or the rest of a Bundle the EHR started, following ``next`` links."""
-        result = SearchResult()
+        """A search (``Type?params``), following ``next`` links; or, with ``after``, the pages that follow
+        a Bundle page already read (the EHR's first page). Resources accumulate in ``into`` as pages
+        arrive, so a caller whose time runs out keeps what was read."""
+        result = into if into is not None else SearchResult()
         seen: set[str] = set()
         page: Mapping[str, Any]
-        if first_page is not None:
-            page = first_page
+        if after is not None:
+            page = after
         else:
             assert relative is not None
             url = join(base, self._with_count(relative))
@@ -153,8 +157,9 @@ class FhirClient:
         while True:
             if page.get("resourceType") != "Bundle":
                 raise FhirInvalidResponse(f"expected a Bundle, got {str(page.get('resourceType'))[:40]!r}")
-            result.pages += 1
-            _collect(page, result)
+            if page is not after:
+                result.pages += 1
+                _collect(page, result)
             if len(result.resources) > self.limits.max_resources:
                 raise FhirInvalidResponse(f"more than {self.limits.max_resources} resources")
             next_url = _next_link(page)

@@ -14,10 +14,13 @@ import pytest
 import respx
 from fastapi.testclient import TestClient
 
-from cds_service.fixtures import searchset
+from cds_service.fixtures import default_templates, searchset
+from cds_service.tools import local_search
 from tests.support import FHIR_BASE, SERVICE, bundle_resources, categories, hook_request, vignette_bundle
 
 URL = f"/cds-services/{SERVICE}"
+PLANS = default_templates()
+REQUIRED = {"conditions", *(k for k in PLANS if k.startswith("observation"))}
 HAPI = Path(__file__).resolve().parent.parent / "fixtures" / "hapi"
 TOKEN = "eyJhbGciOi.secret-fhir-access-token.sig"
 PATIENT = "hw-v01"
@@ -43,12 +46,27 @@ def fhir() -> Iterator[respx.MockRouter]:
 
 
 def serve_patient(fhir: respx.MockRouter, resources: list[dict[str, Any]], patient: str = PATIENT) -> None:
-    """Routes a FHIR server would answer for this patient's prefetch templates."""
+    """A FHIR server holding this patient: reads and searches answered as FHIR defines them
+    (``tools.local_search``: code and category filters honoured, not ignored)."""
     fhir.get(f"/Patient/{patient}").respond(json=by_type(resources, "Patient")[0])
+
+    def search(request: httpx.Request) -> httpx.Response:
+        relative = f"{request.url.path.rsplit('/', 1)[-1]}?{request.url.query.decode()}"
+        found = local_search.run(relative, resources)
+        assert isinstance(found, list)
+        return httpx.Response(200, json=searchset(found))
+
     for rtype in ("Condition", "Observation", "MedicationRequest", "MedicationStatement"):
-        fhir.get(f"/{rtype}", params__contains={"patient": patient}).respond(
-            json=searchset(by_type(resources, rtype))
-        )
+        fhir.get(f"/{rtype}", params__contains={"patient": patient}).mock(side_effect=search)
+
+
+def without_weakness(body: dict[str, Any]) -> dict[str, Any]:
+    """The request with every Observation key empty: the Conditions alone must then establish hip
+    weakness, so a Condition search that fails leaves nothing to show it (412)."""
+    for key in PLANS:
+        if key.startswith("observation"):
+            body["prefetch"][key] = searchset([])
+    return body
 
 
 def fetch_request(**kwargs: Any) -> dict[str, Any]:
@@ -65,7 +83,7 @@ def test_missing_prefetch_is_fetched_with_the_bearer_token(
     response = client.post(URL, json=fetch_request(token=TOKEN))
     assert response.status_code == 200
     assert categories(response.json()) == ["urgent-referral"]
-    assert len(fhir.calls) == 5
+    assert len(fhir.calls) == len(PLANS)
     for call in fhir.calls:
         assert call.request.headers["authorization"] == f"Bearer {TOKEN}"
         assert call.request.headers["accept"] == "application/fhir+json"
@@ -101,10 +119,7 @@ def test_missing_prefetch_without_fhir_server_is_412_naming_the_keys(client: Tes
     assert response.status_code == 412
     body = response.json()
     assert body["resourceType"] == "OperationOutcome"
-    assert {e for i in body["issue"] for e in i["expression"]} == {
-        "prefetch.conditions",
-        "prefetch.observations",
-    }
+    assert {e for i in body["issue"] for e in i["expression"]} == {f"prefetch.{k}" for k in REQUIRED}
     assert all(i["code"] == "incomplete" for i in body["issue"])
 
 
@@ -145,7 +160,7 @@ def test_bare_operation_outcome_is_refetched_from_the_server(
 
 
 def test_operation_outcome_without_server_access_is_412(client: TestClient) -> None:
-    body = hook_request(v01_resources(), PATIENT)
+    body = without_weakness(hook_request(v01_resources(), PATIENT))
     body["prefetch"]["conditions"] = hapi("hapi-oo-410-gone.json")
     response = client.post(URL, json=body)
     assert response.status_code == 412
@@ -153,8 +168,8 @@ def test_operation_outcome_without_server_access_is_412(client: TestClient) -> N
 
 
 def test_operation_outcome_entry_with_error_severity_counts_as_not_obtained(client: TestClient) -> None:
-    body = hook_request(v01_resources(), PATIENT)
-    body["prefetch"]["observations"] = {
+    body = without_weakness(hook_request(v01_resources(), PATIENT))
+    body["prefetch"]["conditions"] = {
         "resourceType": "Bundle",
         "type": "searchset",
         "entry": [{"resource": hapi("hapi-oo-404-not-known.json"), "search": {"mode": "outcome"}}],
@@ -226,7 +241,7 @@ def test_hapi_paging_with_getpages_links(client: TestClient, fhir: respx.MockRou
             json=hapi("hapi-searchset-lastpage.json")
         )
         body = hook_request(v01_resources(), PATIENT, fhir_server=hapi_base, token=TOKEN)
-        del body["prefetch"]["observations"]
+        del body["prefetch"]["observations"]  # the category search; the code searches were supplied
         response = client.post(URL, json=body)
         assert response.status_code == 200
         assert len(server.calls) == 2
@@ -236,7 +251,7 @@ def test_paging_loop_fails_the_key(client: TestClient, fhir: respx.MockRouter) -
     looping = searchset([])
     looping["link"] = [{"relation": "next", "url": f"{FHIR_BASE}/Condition?patient={PATIENT}&page=2"}]
     fhir.get("/Condition", params__contains={"page": "2"}).respond(json=looping)
-    body = hook_request(v01_resources(), PATIENT, fhir_server=FHIR_BASE, token=TOKEN)
+    body = without_weakness(hook_request(v01_resources(), PATIENT, fhir_server=FHIR_BASE, token=TOKEN))
     body["prefetch"]["conditions"] = looping
     response = client.post(URL, json=body)
     assert response.status_code == 412
@@ -246,7 +261,7 @@ def test_paging_loop_fails_the_key(client: TestClient, fhir: respx.MockRouter) -
 def test_next_link_to_another_server_is_not_followed(client: TestClient, fhir: respx.MockRouter) -> None:
     page = searchset([])
     page["link"] = [{"relation": "next", "url": "https://attacker.example.com/steal"}]
-    body = hook_request(v01_resources(), PATIENT, fhir_server=FHIR_BASE, token=TOKEN)
+    body = without_weakness(hook_request(v01_resources(), PATIENT, fhir_server=FHIR_BASE, token=TOKEN))
     body["prefetch"]["conditions"] = page
     response = client.post(URL, json=body)
     assert response.status_code == 412
@@ -256,7 +271,7 @@ def test_next_link_to_another_server_is_not_followed(client: TestClient, fhir: r
 def test_paged_prefetch_without_server_access_is_412(client: TestClient) -> None:
     page = searchset([])
     page["link"] = [{"relation": "next", "url": f"{FHIR_BASE}/Condition?page=2"}]
-    body = hook_request(v01_resources(), PATIENT)
+    body = without_weakness(hook_request(v01_resources(), PATIENT))
     body["prefetch"]["conditions"] = page
     assert client.post(URL, json=body).status_code == 412
 
@@ -293,7 +308,7 @@ def test_fhir_error_on_a_required_key_is_412_with_the_servers_diagnostics(
         route.mock(side_effect=answer)
     else:
         route.mock(return_value=answer)
-    body = hook_request(resources, PATIENT, fhir_server=FHIR_BASE, token=TOKEN)
+    body = without_weakness(hook_request(resources, PATIENT, fhir_server=FHIR_BASE, token=TOKEN))
     del body["prefetch"]["conditions"]
     response = client.post(URL, json=body)
     assert response.status_code == 412

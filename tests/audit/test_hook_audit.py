@@ -14,6 +14,7 @@ from sqlalchemy import MetaData, create_engine, select
 
 from cds_service.audit.database import normalise_url
 from cds_service.audit.pseudonym import PatientPseudonym
+from cds_service.fixtures import default_templates
 from tests.audit.conftest import (
     AUDIT,
     AUDIT_TOKEN,
@@ -56,9 +57,8 @@ def test_a_hook_call_is_recorded_with_everything_a_reviewer_needs(client: TestCl
     assert detail["started_at"] == NOW.isoformat().replace("+00:00", "Z")
     assert detail["duration_ms"] > 0
     assert detail["patient_hash"] == PatientPseudonym(SecretStr(HASH_KEY))(PATIENT)
-    assert detail["prefetch"] == dict.fromkeys(
-        ["patient", "conditions", "observations", "medicationRequests", "medicationStatements"], "supplied"
-    )
+    assert detail["prefetch"] == dict.fromkeys(default_templates(), "supplied")
+    assert detail["prefetch_resources"]["conditions"] == {"supplied": 4, "fetched": 0}
     assert detail["fired_rules"] == ["HW", "RF-CES"]
     rules = {r["id"]: r for r in detail["trace"]["rules"]}
     assert len(rules) > 10  # every rule evaluated, fired or not

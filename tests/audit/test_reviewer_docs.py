@@ -124,7 +124,7 @@ def test_the_migrate_command(
     monkeypatch.setenv("CDS_DATABASE_URL", database_url)
     monkeypatch.setenv("CDS_DATA_DIR", str(tmp_path / "data"))
     assert cli_main(["migrate"]) == 0
-    assert "is at revision 0001" in capsys.readouterr().out
+    assert "is at revision 0002" in capsys.readouterr().out
     assert cli_main(["migrate"]) == 0  # again: nothing to do
     monkeypatch.setenv("CDS_DATABASE_URL", f"sqlite:///{tmp_path / 'missing' / 'x.sqlite3'}")
     assert cli_main(["migrate"]) == 1

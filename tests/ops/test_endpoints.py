@@ -14,6 +14,7 @@ import pytest
 import respx
 from fastapi.testclient import TestClient
 
+from cds_service.fixtures import default_templates
 from cds_service.logs import CorrelationFilter, JsonFormatter
 from cds_service.main import create_app
 from cds_service.settings_doc import END, START, settings_reference
@@ -55,7 +56,7 @@ def test_readyz_reports_rules_version_and_settings_fingerprint(client: TestClien
     body = client.get("/readyz").json()
     assert body["status"] == "ready"
     assert body["checks"]["database"] == "reachable"
-    assert body["rules_version"] == client.app.state.cds.ruleset.version  # type: ignore[attr-defined]
+    assert body["rules_version"] == client.app.state.cds.catalog.version  # type: ignore[attr-defined]
     assert re.fullmatch(r"[0-9a-f]{12}", body["settings_fingerprint"])
 
 
@@ -101,8 +102,9 @@ def test_metrics_count_fhir_requests_by_outcome(client: TestClient) -> None:
         fhir.get(url__regex=r".*").respond(503)
         client.post("/cds-services/hip-weakness", json=hook_request(None, "hw-v01", fhir_server=FHIR_BASE))
     text = client.get("/metrics").text
-    assert metric(text, "cds_fhir_requests_total", outcome="FhirServerError") == 5
-    assert metric(text, "cds_fhir_request_duration_seconds_count") == 5
+    keys = len(default_templates())  # one request per prefetch key (503 is not a refusal: no fallback)
+    assert metric(text, "cds_fhir_requests_total", outcome="FhirServerError") == keys
+    assert metric(text, "cds_fhir_request_duration_seconds_count") == keys
 
 
 def test_metrics_count_authentication_failures_by_reason(tmp_path: Path) -> None:

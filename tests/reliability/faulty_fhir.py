@@ -25,9 +25,11 @@ import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import urlsplit
 
 import orjson
+
+from cds_service.tools import local_search
 
 MAX_FAULT_SECONDS = 30.0  # a dripping or hanging answer stops after this even if nobody reads it
 
@@ -65,6 +67,7 @@ FHIR_FAULTS: dict[str, str] = {
     "only-500-Observation": "Observation searches answer 500, everything else is correct",
     "only-500-MedicationRequest": "MedicationRequest searches answer 500, everything else is correct",
     "only-hang-MedicationRequest": "MedicationRequest searches never answer, everything else is correct",
+    "only-hang-Observation": "Observation searches never answer, everything else is correct",
 }
 
 JWKS_FAULTS: dict[str, str] = {
@@ -190,12 +193,13 @@ class FaultyServer:
         with self._lock:
             return [s for s in self.seen if fault is None or s.fault == fault]
 
-    def wait_closed(self, timeout: float = 5.0) -> bool:
-        """True once every connection is closed (clients that gave up must not leave any open)."""
+    def wait_closed(self, timeout: float = 5.0, at_most: int = 0) -> bool:
+        """True once no more than ``at_most`` connections are open (clients that gave up must not leave
+        any open; ``at_most``: idle keep-alive connections a client already held before)."""
         deadline = time.monotonic() + timeout
-        while self.open_connections and time.monotonic() < deadline:
+        while self.open_connections > at_most and time.monotonic() < deadline:
             time.sleep(0.02)
-        return self.open_connections == 0
+        return self.open_connections <= at_most
 
     # -- HTTP ----------------------------------------------------------------------------------------
 
@@ -264,12 +268,11 @@ class FaultyServer:
                 if resource.get("resourceType") == rtype and resource.get("id") == rid:
                     return 200, resource
             return 404, operation_outcome(f"{rtype} not found", code="not-found")
-        patient = (parse_qs(query).get("patient") or [""])[0]
-        found = [
-            r
-            for r in self.resources
-            if r.get("resourceType") == rtype and _about(r, patient) and rtype != "Patient"
-        ]
+        try:
+            found = local_search.run(f"{rtype}?{query}", self.resources)
+        except local_search.UnsupportedSearch as exc:
+            return 400, operation_outcome(str(exc), code="not-supported")
+        assert isinstance(found, list)
         return 200, searchset(found)
 
     # -- FHIR faults -----------------------------------------------------------------------------------

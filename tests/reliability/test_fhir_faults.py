@@ -19,6 +19,8 @@ from dataclasses import dataclass
 import httpx
 import pytest
 
+from cds_service.catalog import load_catalog
+from cds_service.config import PROJECT_ROOT
 from cds_service.main import create_app
 from tests.conftest import make_settings
 from tests.reliability import secret_scan
@@ -31,7 +33,8 @@ BUDGET = 1.5
 MARGIN = 1.0
 TOKEN = "faulty-fhir-access-token-5b0c93e1"
 PATIENT = "hw-v01"
-REQUIRED = ("conditions", "observations")
+SERVICE = load_catalog(PROJECT_ROOT / "rules").service("hip-weakness")
+REQUIRED = tuple(sorted(SERVICE.required))
 
 
 @dataclass(frozen=True)
@@ -62,17 +65,22 @@ EXPECTED: dict[str, Expect] = {
     "wrong-type": Expect(412, "expected a Bundle"),
     "entry-not-list": Expect(412, "Bundle.entry is not a list"),
     "outcome-in-200": Expect(412, "the FHIR server reported an error: search failed: index unavailable"),
-    "loop": Expect(412, "paging loop"),
-    "loop2": Expect(412, "paging loop"),
-    "endless": Expect(412, "more than 20 pages"),
-    "endless-slow": Expect(412, "time budget of 1.5 s exceeded"),
+    # Paging that never ends: the pages read before it was stopped are used (they show the red flag),
+    # and the card says each key is incomplete and why.
+    "loop": Expect(200, "paging loop"),
+    "loop2": Expect(200, "paging loop"),
+    "endless": Expect(200, "more than 20 pages"),
+    "endless-slow": Expect(200, "time budget of 1.5 s exceeded"),
     "huge-declared": Expect(412, "larger than 2000000 bytes"),
     "huge-chunked": Expect(412, "larger than 2000000 bytes"),
     "gzip-bomb": Expect(412, "larger than 2000000 bytes"),
     "reset": Expect(412, "unreachable"),
     "garbage": Expect(412, "unreachable"),
     "redirect": Expect(412, "malformed JSON"),
-    "only-500-Observation": Expect(412, "HTTP 500; server said: Observation store offline"),
+    # The Conditions show hip weakness and the cauda equina red flag: the cards are given, saying what
+    # could not be checked (issue 12 §6), instead of a 412 that would hide the red flag.
+    "only-500-Observation": Expect(200, "could not be obtained: FHIR server answered HTTP 500"),
+    "only-hang-Observation": Expect(200, "could not be obtained: FHIR time budget of 1.5 s exceeded"),
     "only-500-MedicationRequest": Expect(
         200, "'medicationRequests' could not be obtained: FHIR server answered HTTP 500"
     ),
@@ -141,7 +149,7 @@ def test_fhir_fault_is_answered_within_the_budget(
     before = len(faulty.requests(fault))
     response, seconds = call(service, faulty.base(fault))
     assert seconds <= BUDGET + MARGIN, f"{fault}: answered after {seconds:.2f} s"
-    check(response, EXPECTED[fault], ("observations",) if fault == "only-500-Observation" else REQUIRED)
+    check(response, EXPECTED[fault])
     seen = faulty.requests(fault)[before:]
     assert seen, "the service did not ask the server"
     assert all(s.authorization == f"Bearer {TOKEN}" for s in seen)
@@ -162,21 +170,28 @@ def test_connection_refused_is_answered_at_once(service: ServiceThread) -> None:
 def test_thirty_calls_against_a_hanging_server_all_end_within_the_budget_and_free_their_connections(
     service: ServiceThread, faulty: FaultyServer
 ) -> None:
-    """150 hanging connections (5 keys x 30 calls) exceed the client pool (100): still within budget."""
+    """210 hanging connections (7 keys x 30 calls) exceed the client pool (100): every call still ends
+    at its budget. The bound does not race the machine: what the calls may take beyond the budget is
+    measured in the same run, as the slowest of the same 30 calls against a server that answers at once
+    (on a busy laptop both are slower; a call held by a hanging server would exceed it by far)."""
     COUNTS["fault cases"] += 1
 
-    def one(_: int) -> tuple[int, float]:
-        response, seconds = call(service, faulty.base("hang"))
-        return response.status_code, seconds
+    def slowest(fault: str) -> tuple[set[int], float]:
+        def one(_: int) -> tuple[int, float]:
+            response, seconds = call(service, faulty.base(fault))
+            return response.status_code, seconds
 
-    with ThreadPoolExecutor(30) as pool:
-        results = list(pool.map(one, range(30)))
-    assert {status for status, _ in results} == {412}
-    slowest = max(seconds for _, seconds in results)
-    assert slowest <= BUDGET + MARGIN, f"slowest answer after {slowest:.2f} s"
-    assert faulty.wait_closed(5.0), f"{faulty.open_connections} connections left open"
-    response, _ = call(service, faulty.base("ok"))  # and the pool still works
-    check(response, EXPECTED["ok"])
+        with ThreadPoolExecutor(30) as pool:
+            results = list(pool.map(one, range(30)))
+        return {status for status, _ in results}, max(seconds for _, seconds in results)
+
+    idle = faulty.open_connections  # keep-alive connections of earlier tests' calls
+    statuses, waited = slowest("hang")
+    assert statuses == {412}
+    assert faulty.wait_closed(5.0, at_most=idle), f"{faulty.open_connections - idle} connections left open"
+    statuses, work = slowest("ok")  # and the pool still works
+    assert statuses == {200}
+    assert waited <= BUDGET + work + MARGIN, f"slowest answer after {waited:.2f} s ({work:.2f} s when ok)"
 
 
 def test_the_redirect_is_not_followed(service: ServiceThread, faulty: FaultyServer) -> None:
@@ -184,7 +199,7 @@ def test_the_redirect_is_not_followed(service: ServiceThread, faulty: FaultyServ
     COUNTS["fault cases"] += 1
     before = len(faulty.requests("redirect"))
     call(service, faulty.base("redirect"))
-    assert len(faulty.requests("redirect")) - before == 5
+    assert len(faulty.requests("redirect")) - before == len(SERVICE.plans)
 
 
 def test_nothing_about_a_fault_reaches_the_logs_but_its_kind(

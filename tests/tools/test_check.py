@@ -14,7 +14,7 @@ import httpx
 import pytest
 import respx
 
-from cds_service.fixtures import searchset
+from cds_service.fixtures import default_templates, searchset
 from tests.support import categories
 from tests.tools.support import HAPI_BASE, TOKEN, hapi, of_type, run_cli, serve_patient, todays_resources
 
@@ -48,7 +48,8 @@ def test_prefetch_follows_hapi_getpages_links(
     code, out, err = check(capsys, pid, "--json")
     assert code == 0, err
     assert categories(json.loads(out)) == ["urgent-referral"]
-    assert f"observations          Observation?patient={pid} ... 2 resources, 2 pages" in err
+    line = next(x for x in err.splitlines() if x.strip().startswith("observations "))
+    assert f"Observation?patient={pid}&category=" in line and "2 resources, 2 pages" in line
     assert TOKEN not in out + err
     assert all(c.request.headers["authorization"] == f"Bearer {TOKEN}" for c in hapi_server.calls)
 
@@ -71,7 +72,10 @@ def test_required_search_rejected_ends_with_the_services_412_diagnostics(
     capsys: pytest.CaptureFixture[str], hapi_server: respx.MockRouter
 ) -> None:
     rejected = {"status_code": 400, "json": hapi("hapi-oo-400-unknown-search-param.json")}
-    pid = serve_patient(hapi_server, todays_resources("V01"), {"Condition": rejected})
+    no_observations = {"json": searchset([])}  # then only the Conditions could show hip weakness
+    pid = serve_patient(
+        hapi_server, todays_resources("V01"), {"Condition": rejected, "Observation": no_observations}
+    )
     code, _, err = check(capsys, pid)
     assert code == 1
     assert "the service answered HTTP 412: Required prefetch 'conditions' could not be obtained" in err
@@ -119,8 +123,8 @@ def test_no_prefetch_leaves_every_query_to_the_service_with_the_token(
     assert code == 0, err
     assert categories(json.loads(out)) == ["physiotherapy"]
     paths = [c.request.url.path.removeprefix("/baseR4/") for c in hapi_server.calls]
-    ours = [f"Patient/{pid}"]  # the check reads the patient; the service runs all five templates
-    theirs = [f"Patient/{pid}", "Condition", "Observation", "MedicationRequest", "MedicationStatement"]
+    ours = [f"Patient/{pid}"]  # the check reads the patient; the service runs every template
+    theirs = [t.split("?")[0].replace("{{context.patientId}}", pid) for t in default_templates().values()]
     assert sorted(paths) == sorted(ours + theirs)
     assert all(c.request.headers["authorization"] == f"Bearer {TOKEN}" for c in hapi_server.calls)
     assert "no prefetch: it fetches from" in err

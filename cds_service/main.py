@@ -20,7 +20,7 @@ from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
 from cds_service import __version__
-from cds_service.api import audit, discovery, errors, explain, feedback, hooks, openapi_docs, ops, rules
+from cds_service.api import audit, discovery, docs, errors, explain, feedback, hooks, openapi_docs, ops, rules
 from cds_service.api.deps import AppState
 from cds_service.api.middleware import RequestContextMiddleware
 from cds_service.audit import AuditTrail
@@ -151,6 +151,9 @@ def create_app(
         version=__version__,
         description=DESCRIPTION,
         lifespan=lifespan,
+        docs_url=None,  # api.docs serves /docs, /redoc and /openapi.json without a CDN
+        redoc_url=None,
+        openapi_url=None,
         openapi_tags=[
             {"name": "CDS Hooks", "description": "The CDS Hooks 2.0.1 endpoints EHRs call."},
             {"name": "Rules", "description": "Every rule and value set, for clinical safety review."},
@@ -186,6 +189,7 @@ def create_app(
     ):
         app.include_router(router)
     openapi_docs.install(app)
+    docs.install(app)
     return app
 
 

@@ -147,6 +147,7 @@ def test_no_patient_id_and_no_token_in_the_store_or_the_logs(
         ]
     }
     assert client.post(f"{URL}/feedback", json=feedback).status_code == 200
+    flush(client)
     assert client.get(f"/audit/invocations?patient={PATIENT}", headers=AUDIT).json()["items"]
     flush(client)
     stored = dump_database(database_url)

@@ -101,11 +101,13 @@ async def require_audit_token(
 ) -> None:
     """401 unless the request carries the audit token (always 401 when none is configured)."""
     expected = state.settings.audit_token
-    if expected is None or credentials is None:
+    if expected is None:
+        raise Unauthorized("no audit token is configured on this server (CDS_AUDIT_TOKEN)")
+    if credentials is None:
         raise Unauthorized()
     if not hmac.compare_digest(credentials.credentials.encode(), expected.get_secret_value().encode()):
         logger.warning("audit credential refused")
-        raise Unauthorized()
+        raise Unauthorized("the bearer token is not the audit token")
 
 
 AuditAccess = Security(require_audit_token)

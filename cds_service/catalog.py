@@ -64,6 +64,12 @@ class Catalog:
     def valueset_files(self) -> Mapping[str, ValueSetFile]:
         return self.files.valuesets
 
+    @property
+    def override_reason_displays(self) -> dict[tuple[str, str], str]:
+        """The override reasons every card offers: ``(system, code) -> display``."""
+        cats = self.categories
+        return {(cats.override_reason_system, o.code): o.display for o in cats.override_reasons}
+
     def service(self, service_id: str) -> ServiceSpec:
         for spec in self.services:
             if spec.id == service_id:

@@ -96,6 +96,8 @@ def load_catalog(rules_dir: Path, extra_valuesets_dir: Path | None = None) -> Ca
         policy=files.policy,
         rules=files.rules,
     )
-    templates = build_order_templates(files.categories, engine.rules, engine.terminology.systems)
+    templates = build_order_templates(
+        files.categories, engine.rules, engine.terminology.systems, engine.terminology.valuesets
+    )
     book = CardBook(files.categories, files.policy, templates, engine.terminology)
     return Catalog(files, engine, book, tuple(files.services.services))

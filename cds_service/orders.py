@@ -41,7 +41,9 @@ def build_order_templates(
         for code in order.codes:
             system_uri(systems, code.system, where)
         if order.drafted_as is not None and order.drafted_as not in valuesets:
-            raise RuleFileError(f"{where}: order {order.id} drafted_as: unknown value set {order.drafted_as!r}")
+            raise RuleFileError(
+                f"{where}: order {order.id} drafted_as: unknown value set {order.drafted_as!r}"
+            )
         try:
             template = order_template(order, systems)
         except ValidationError as exc:

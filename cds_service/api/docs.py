@@ -28,6 +28,13 @@ from cds_service.fixtures import ANCHOR, shift_dates
 ASSETS_URL = "/docs-assets"
 OPENAPI_URL = "/openapi.json"
 HOOK_PATH = "/cds-services/{service_id}"
+#: Nothing on these pages may come from another host. ReDoc's sidebar badge loads its logo from
+#: cdn.redoc.ly (it hides itself when that fails): the browser is told not to try.
+CONTENT_SECURITY_POLICY = (
+    "default-src 'self'; script-src 'self' 'unsafe-inline'; style-src 'self' 'unsafe-inline'; "
+    "img-src 'self' data:; font-src 'self' data:; worker-src 'self' blob:; connect-src 'self'; "
+    "frame-ancestors 'self'"
+)
 SWAGGER_PARAMETERS: dict[str, Any] = {
     "validatorUrl": None,  # the default posts the document to validator.swagger.io
     "displayRequestDuration": True,
@@ -50,14 +57,16 @@ def install(app: FastAPI) -> None:
 
     @app.get("/docs", include_in_schema=False)
     async def swagger_ui() -> HTMLResponse:
-        return get_swagger_ui_html(
-            openapi_url=OPENAPI_URL,
-            title=f"{title}: API docs",
-            swagger_js_url=f"{ASSETS_URL}/swagger-ui-bundle.js",
-            swagger_css_url=f"{ASSETS_URL}/swagger-ui.css",
-            swagger_favicon_url=f"{ASSETS_URL}/favicon.png",
-            oauth2_redirect_url="/docs/oauth2-redirect",
-            swagger_ui_parameters=SWAGGER_PARAMETERS,
+        return _same_origin_only(
+            get_swagger_ui_html(
+                openapi_url=OPENAPI_URL,
+                title=f"{title}: API docs",
+                swagger_js_url=f"{ASSETS_URL}/swagger-ui-bundle.js",
+                swagger_css_url=f"{ASSETS_URL}/swagger-ui.css",
+                swagger_favicon_url=f"{ASSETS_URL}/favicon.png",
+                oauth2_redirect_url="/docs/oauth2-redirect",
+                swagger_ui_parameters=SWAGGER_PARAMETERS,
+            )
         )
 
     @app.get("/docs/oauth2-redirect", include_in_schema=False)
@@ -66,13 +75,20 @@ def install(app: FastAPI) -> None:
 
     @app.get("/redoc", include_in_schema=False)
     async def redoc() -> HTMLResponse:
-        return get_redoc_html(
-            openapi_url=OPENAPI_URL,
-            title=f"{title}: ReDoc",
-            redoc_js_url=f"{ASSETS_URL}/redoc.standalone.js",
-            redoc_favicon_url=f"{ASSETS_URL}/favicon.png",
-            with_google_fonts=False,
+        return _same_origin_only(
+            get_redoc_html(
+                openapi_url=OPENAPI_URL,
+                title=f"{title}: ReDoc",
+                redoc_js_url=f"{ASSETS_URL}/redoc.standalone.js",
+                redoc_favicon_url=f"{ASSETS_URL}/favicon.png",
+                with_google_fonts=False,
+            )
         )
+
+
+def _same_origin_only(page: HTMLResponse) -> HTMLResponse:
+    page.headers["Content-Security-Policy"] = CONTENT_SECURITY_POLICY
+    return page
 
 
 def dated_examples(schema: dict[str, Any], days: int) -> dict[str, Any]:

@@ -135,6 +135,7 @@ _FLAGS = {
     "or_recorded": "or recorded within the window",
     "with_evidence": "its findings are shown on the card",
     "per_side": "each leg on its own",
+    "selected_only": "order-select: only newly selected orders",
 }
 
 
@@ -149,8 +150,6 @@ def _detail(key: str, value: Any) -> str | None:
         parts = [f"from {value['from_days']} days" if value.get("from_days") is not None else ""]
         parts.append(f"to {value['to_days']} days" if value.get("to_days") is not None else "")
         return "relative to the weakness onset: " + " ".join(p for p in parts if p)
-    if key == "selected_only" and value:
-        return "order-select: only newly selected orders"
     if key in ("rules", "pathways") and isinstance(value, list):
         return f"{key}: {', '.join(map(str, value))}"
     text = ", ".join(map(str, value)) if isinstance(value, list) else str(value)

@@ -31,6 +31,13 @@ def test_docs_page_loads_swagger_ui_from_the_service(client: TestClient) -> None
     assert client.get("/docs-assets/swagger-ui.css").status_code == 200
 
 
+def test_docs_pages_forbid_loading_anything_from_another_host(client: TestClient) -> None:
+    """ReDoc's sidebar badge fetches its logo from cdn.redoc.ly: the policy stops the browser trying."""
+    for url in ("/docs", "/redoc"):
+        policy = client.get(url).headers["content-security-policy"]
+        assert "default-src 'self'" in policy and "img-src 'self' data:" in policy
+
+
 def test_redoc_page_loads_redoc_from_the_service_without_web_fonts(client: TestClient) -> None:
     page = client.get("/redoc").text
     assert "/docs-assets/redoc.standalone.js" in page

@@ -75,3 +75,10 @@ def test_the_exported_document_keeps_the_anchor_dates(settings: Settings) -> Non
         served = client.get("/openapi.json").json()
     assert served != app.openapi()
     assert served["paths"]["/rules"] == app.openapi()["paths"]["/rules"]
+
+
+def test_the_readme_sample_card_names_the_current_rule_version(client: TestClient) -> None:
+    """The README showed RF-CES v1.0.0 while the service answered v1.1.0."""
+    readme = (Path(FIXTURES).parent / "README.md").read_text()
+    shown = re.findall(r"rules\s+RF-CES v(\d+\.\d+\.\d+)\.", readme)
+    assert shown == [client.get("/rules/RF-CES").json()["version"]]

@@ -67,7 +67,9 @@ class Blocked(list[str]):
     """The requests a page tried to send off the machine (aborted)."""
 
 
-@pytest.fixture(scope="session")
+# Module scope, not session: Playwright's sync API keeps its event loop running in this thread while it
+# is open, and the rest of the suite runs its own loops (anyio, asyncio.run) after these tests.
+@pytest.fixture(scope="module")
 def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServiceProcess]:
     """The service as deployed: ``cds-service serve`` (uvicorn), no EHR auth (``make run``'s mode), the
     audit token set."""
@@ -78,13 +80,13 @@ def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServiceProcess
         running.stop()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def playwright() -> Iterator[Playwright]:
     with sync_playwright() as driver:
         yield driver
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser(playwright: Playwright) -> Iterator[Browser]:
     chromium = ensure_chromium()
     launched = playwright.chromium.launch(executable_path=str(chromium), args=CHROMIUM_ARGS, headless=True)

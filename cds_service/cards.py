@@ -63,6 +63,7 @@ class CardContext:
     base_url: str  # absolute, no trailing slash: rule documentation links
     extra_notes: Sequence[DataNote] = ()  # e.g. optional prefetch that could not be obtained
     id_factory: IdFactory = new_id
+    drafts: Sequence[Sequence[Mapping[str, Any]]] = ()  # order hooks: each draft order's codings
 
 
 def build_cards(evaluation: Evaluation, book: CardBook, ctx: CardContext) -> list[Card]:
@@ -101,7 +102,11 @@ def _card(
 ) -> Card:
     first = results[0].rule.spec
     evidence = next((e for r in results for e in r.rule.spec.evidence if e.url), first.evidence[0])
-    suggestions = [_suggestion(o, results, book, ctx) for o in _orders(category, results)]
+    suggestions = [
+        _suggestion(o, results, book, ctx)
+        for o in _orders(category, results)
+        if not _already_drafted(o, book.terminology, ctx.drafts)
+    ]
     for result in results:
         if result.rule.spec.withdraw_drafts:
             suggestions += [
@@ -140,7 +145,7 @@ def _card(
 def _summary(category: CategorySpec, results: Sequence[RuleResult], subordinate: bool) -> str:
     own = results[0].rule.spec.card.summary
     if own and not subordinate:
-        return own
+        return own.replace("{ordered}", _ordered(results[0]))[:SUMMARY_LIMIT]
     template = (
         category.subordinate_summary if subordinate and category.subordinate_summary else category.summary
     )
@@ -163,9 +168,11 @@ def _detail(category: CategorySpec, results: Sequence[RuleResult], subordinate: 
         lines += [f"  - {_finding(r, book)}" for r in result.evidence[:12]]
         if len(result.evidence) > 12:
             lines.append(f"  - ... and {len(result.evidence) - 12} more")
-    advice = list(
-        dict.fromkeys([a for r in results for a in r.rule.spec.card.advice] + list(category.advice))
-    )
+    # A rule with its own summary questions the category (an order that may not be indicated): the
+    # category's advice ("MRI of the lumbar spine ...") would contradict it, so its own advice replaces it.
+    own_message = any(r.rule.spec.card.summary for r in results)
+    category_advice = [] if own_message else list(category.advice)
+    advice = list(dict.fromkeys([a for r in results for a in r.rule.spec.card.advice] + category_advice))
     policy = book.policy
     if policy.safety_prompt and all(r.rule.spec.pathway != policy.red_flag_pathway for r in results):
         advice.append(policy.safety_prompt)
@@ -208,6 +215,31 @@ def _orders(category: CategorySpec, results: Sequence[RuleResult]) -> list[Order
         for order in result.rule.spec.orders:
             orders.setdefault(order.id, order)
     return list(orders.values())
+
+
+def _ordered(result: RuleResult) -> str:
+    """The labels of the draft-order criteria that matched: "MRI", "MRI and CT"."""
+    labels = list(dict.fromkeys(t.label for t in result.leaves if t.fact == "draft_order" and t.passed))
+    if len(labels) < 2:
+        return labels[0] if labels else "imaging"
+    return f"{', '.join(labels[:-1])} and {labels[-1]}"
+
+
+def _already_drafted(
+    order: OrderSpec, terminology: Terminology, drafts: Sequence[Sequence[Mapping[str, Any]]]
+) -> bool:
+    """A draft order carries one of ``order``'s codes, or a code of its ``drafted_as`` value set: the
+    clinician is already ordering it, and a second suggestion would create a duplicate."""
+    own = {(c.system, c.code) for c in order.codes}
+    for codings in drafts:
+        for coding in codings:
+            system = terminology.system_for(coding.get("system"))
+            key = system.key if system is not None else coding.get("system")
+            if (key, coding.get("code")) in own:
+                return True
+        if order.drafted_as and order.drafted_as in terminology.match_codings(codings).valuesets:
+            return True
+    return False
 
 
 def _suggestion(

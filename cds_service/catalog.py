@@ -71,6 +71,12 @@ class Catalog:
     def valueset_files(self) -> Mapping[str, ValueSetFile]:
         return self.files.valuesets
 
+    @property
+    def override_reason_displays(self) -> dict[tuple[str, str], str]:
+        """The override reasons every card offers: ``(system, code) -> display``."""
+        cats = self.categories
+        return {(cats.override_reason_system, o.code): o.display for o in cats.override_reasons}
+
     def service(self, service_id: str) -> Service:
         for spec in self.services:
             if spec.id == service_id:
@@ -99,6 +105,8 @@ def load_catalog(
         policy=files.policy,
         rules=files.rules,
     )
-    templates = build_order_templates(files.categories, engine.rules, engine.terminology.systems)
+    templates = build_order_templates(
+        files.categories, engine.rules, engine.terminology.systems, engine.terminology.valuesets
+    )
     book = CardBook(files.categories, files.policy, templates, engine.terminology)
     return Catalog(files, engine, book, derive_services(files, engine, profile), profile)

@@ -9,6 +9,7 @@ dates computed from ``ANCHOR``; ``shift_dates`` moves a bundle to another "today
 from __future__ import annotations
 
 import copy
+import hashlib
 import re
 from collections.abc import Iterable, Mapping
 from datetime import date, datetime, timedelta
@@ -158,9 +159,31 @@ def build_resource(spec: Mapping[str, Any], patient_id: str, rid: str, today: da
     return res
 
 
+#: Synthetic names, so an EHR or the sandbox shows a person rather than "Unknown"; picked from the case id,
+#: so regenerating the fixtures gives the same name. None is a real patient.
+GIVEN = {
+    "female": ("Alice", "Beatriz", "Chloe", "Dana", "Elif", "Fatima", "Grace", "Hana", "Ingrid", "Joy"),
+    "male": ("Aaron", "Bruno", "Carlos", "David", "Emeka", "Felix", "Gareth", "Hugo", "Ivan", "Jonas"),
+}
+FAMILY = (
+    "Ashworth", "Brennan", "Castillo", "Dimitrov", "Eriksen", "Fairweather", "Gallagher", "Haddad",
+    "Iwasaki", "Jovanovic", "Kowalski", "Lindqvist", "Mbeki", "Novak", "Okafor", "Petrov", "Quinlan",
+    "Rasmussen", "Sandoval", "Thorne",
+)  # fmt: skip
+
+
+def synthetic_name(case_id: str, gender: str | None) -> dict[str, Any]:
+    """A stable, made-up HumanName for a test case (``text`` says it is synthetic)."""
+    digest = hashlib.sha256(case_id.encode()).digest()
+    given = GIVEN.get(gender or "", GIVEN["female"] + GIVEN["male"])
+    first, family = given[digest[0] % len(given)], FAMILY[digest[1] % len(FAMILY)]
+    return {"use": "official", "family": family, "given": [first], "text": f"{first} {family} (synthetic)"}
+
+
 def build_patient(case: Mapping[str, Any], patient_id: str, today: date) -> dict[str, Any]:
     p = case.get("patient") or {}
     patient: dict[str, Any] = {"resourceType": "Patient", "id": patient_id}
+    patient["name"] = [synthetic_name(str(case.get("id", patient_id)), p.get("gender"))]
     if p.get("gender"):
         patient["gender"] = p["gender"]
     if p.get("ageYears") is not None:

@@ -20,18 +20,31 @@ from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
 from cds_service import __version__
-from cds_service.api import audit, discovery, errors, explain, feedback, hooks, openapi_docs, ops, rules
+from cds_service.api import (
+    audit,
+    discovery,
+    docs,
+    errors,
+    explain,
+    feedback,
+    hooks,
+    openapi_docs,
+    ops,
+    rule_pages,
+    rules,
+)
 from cds_service.api.deps import AppState
 from cds_service.api.middleware import RequestContextMiddleware
 from cds_service.audit import AuditTrail
 from cds_service.cards import IdFactory, new_id
 from cds_service.catalog import load_catalog
-from cds_service.config import AuthMode, Environment, Settings
+from cds_service.config import PROJECT_ROOT, AuthMode, Environment, Settings
 from cds_service.fhir.client import FhirClient, FhirLimits
 from cds_service.hookcall import Clock, utc_now
 from cds_service.logs import quiet_http_clients
 from cds_service.metrics import Metrics, forget_dead_workers
 from cds_service.orchestrate import Orchestrator
+from cds_service.pages.examples import FixtureExamples
 from cds_service.security import ClientAuthenticator, load_trusted_clients
 
 logger = logging.getLogger(__name__)
@@ -76,6 +89,7 @@ def create_app(
         )
 
     metrics = Metrics()
+    examples = FixtureExamples(catalog.engine, PROJECT_ROOT / "fhir_fixtures")
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -136,7 +150,9 @@ def create_app(
                 audit=trail.writer,
                 metrics=metrics,
             )
-            app.state.cds = AppState(settings, catalog, orchestrator, authenticator, http, trail, metrics)
+            app.state.cds = AppState(
+                settings, catalog, orchestrator, authenticator, http, trail, metrics, examples
+            )
             _settle_memory()
             logger.info(
                 "ready: %d services, %d rules (rules version %s)",
@@ -151,6 +167,9 @@ def create_app(
         version=__version__,
         description=DESCRIPTION,
         lifespan=lifespan,
+        docs_url=None,  # api.docs serves /docs, /redoc and /openapi.json without a CDN
+        redoc_url=None,
+        openapi_url=None,
         openapi_tags=[
             {"name": "CDS Hooks", "description": "The CDS Hooks 2.0.1 endpoints EHRs call."},
             {"name": "Rules", "description": "Every rule and value set, for clinical safety review."},
@@ -180,12 +199,14 @@ def create_app(
         feedback.router,
         hooks.router,
         rules.router,
+        rule_pages.router,
         explain.router,
         audit.router,
         ops.router,
     ):
         app.include_router(router)
     openapi_docs.install(app)
+    docs.install(app)
     return app
 
 

@@ -111,7 +111,7 @@ class Orchestrator:
                 cards = build_cards(
                     evaluation,
                     self.catalog.cards,
-                    CardContext(context.patientId, base_url, notes, self.id_factory),
+                    CardContext(context.patientId, base_url, notes, self.id_factory, _draft_codings(context)),
                 )
                 missing = {k: p for k, p in failed.items() if k in service.required}
                 if missing and not (evaluation.hip_weakness and cards):
@@ -169,6 +169,19 @@ def _draft_resources(bundle: Mapping[str, Any]) -> list[dict[str, Any]]:
         resource = entry.get("resource") if isinstance(entry, Mapping) else None
         if isinstance(resource, dict):
             out.append(resource)
+    return out
+
+
+def _draft_codings(context: PatientViewContext) -> list[list[dict[str, Any]]]:
+    """Order hooks: the codings of every draft order (a card does not suggest what is already drafted)."""
+    if not isinstance(context, OrderSignContext):
+        return []
+    out = []
+    for resource in _draft_resources(context.draftOrders):
+        code = resource.get("code")
+        codings = code.get("coding") if isinstance(code, Mapping) else None
+        if isinstance(codings, list):
+            out.append([c for c in codings if isinstance(c, dict)])
     return out
 
 

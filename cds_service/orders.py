@@ -9,7 +9,7 @@ ServiceRequest on every call cost ~0.2 ms each, on the hot path, for the same re
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from typing import Any
 
 from fhir.resources.R4B.servicerequest import ServiceRequest
@@ -26,16 +26,24 @@ _PLACEHOLDER = "Patient/placeholder"
 
 
 def build_order_templates(
-    categories: CategoriesFile, rules: Sequence[CompiledRule], systems: Mapping[str, CodeSystem]
+    categories: CategoriesFile,
+    rules: Sequence[CompiledRule],
+    systems: Mapping[str, CodeSystem],
+    valuesets: Collection[str],
 ) -> dict[str, dict[str, Any]]:
     """Every order any card can suggest (order id -> draft ServiceRequest), validated with fhir.resources
-    R4B; an invalid order, or one id used for two orders, raises ``RuleFileError``."""
+    R4B; an invalid order, one id used for two orders, or an unknown ``drafted_as`` value set raises
+    ``RuleFileError``."""
     templates: dict[str, dict[str, Any]] = {}
     specs = [(f"categories.yaml {c.code}", c.order) for c in categories.categories]
     specs += [(f"rule {r.id}", order) for r in rules for order in r.spec.orders]
     for where, order in specs:
         for code in order.codes:
             system_uri(systems, code.system, where)
+        if order.drafted_as is not None and order.drafted_as not in valuesets:
+            raise RuleFileError(
+                f"{where}: order {order.id} drafted_as: unknown value set {order.drafted_as!r}"
+            )
         try:
             template = order_template(order, systems)
         except ValidationError as exc:

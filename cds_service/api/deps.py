@@ -23,6 +23,7 @@ from cds_service.config import Settings
 from cds_service.hookcall import Caller
 from cds_service.metrics import Metrics
 from cds_service.orchestrate import Orchestrator
+from cds_service.pages.examples import FixtureExamples
 from cds_service.security import AuthenticationFailed, ClientAuthenticator
 
 logger = logging.getLogger(__name__)
@@ -39,6 +40,7 @@ class AppState:
     http: httpx.AsyncClient
     audit: AuditTrail
     metrics: Metrics
+    examples: FixtureExamples  # the rule pages' example patients, computed on first use
 
 
 async def get_state(request: Request) -> AppState:
@@ -100,12 +102,23 @@ async def require_audit_token(
     credentials: Annotated[HTTPAuthorizationCredentials | None, Security(audit_bearer)],
 ) -> None:
     """401 unless the request carries the audit token (always 401 when none is configured)."""
-    expected = state.settings.audit_token
-    if expected is None or credentials is None:
+    if state.settings.audit_token is None:
+        raise Unauthorized("no audit token is configured on this server (CDS_AUDIT_TOKEN)")
+    if credentials is None:
         raise Unauthorized()
-    if not hmac.compare_digest(credentials.credentials.encode(), expected.get_secret_value().encode()):
-        logger.warning("audit credential refused")
-        raise Unauthorized()
+    if not is_audit_token(state.settings, credentials.credentials):
+        raise Unauthorized("the bearer token is not the audit token")
+
+
+def is_audit_token(settings: Settings, token: str | None) -> bool:
+    """``token`` is the configured audit token (compared in constant time); False when none is set."""
+    expected = settings.audit_token
+    if expected is None or not token:
+        return False
+    if hmac.compare_digest(token.encode(), expected.get_secret_value().encode()):
+        return True
+    logger.warning("audit credential refused")
+    return False
 
 
 AuditAccess = Security(require_audit_token)

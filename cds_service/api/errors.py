@@ -2,7 +2,8 @@
 
 Every non-2xx answer carries an OperationOutcome (CDS Hooks 3.0 recommends it) naming the problem and,
 where it applies, the field (``expression``). Never a stack trace, never the input's values, never a
-token. 401 says only that authentication is required (best practice: no detail).
+token. A 401 says which check failed, in fixed words (``security.failures``): an integrator whose EHR is
+refused can fix its configuration without reading our logs; the token is never echoed.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from cds_service.catalog import UnknownService
 from cds_service.orchestrate import HookMismatch
 from cds_service.prefetch import InvalidPrefetch, PrefetchUnavailable
 from cds_service.schemas import InvalidInput
-from cds_service.security import AuthenticationFailed
+from cds_service.security import AuthenticationFailed, www_authenticate
 
 logger = logging.getLogger(__name__)
 FHIR_JSON = "application/fhir+json"
@@ -40,7 +41,11 @@ class MalformedJson(ValueError):
 
 
 class Unauthorized(Exception):
-    """Audit/explain credential missing or wrong."""
+    """Audit, explain or metrics credential missing (``description`` None) or wrong (what is wrong)."""
+
+    def __init__(self, description: str | None = None) -> None:
+        super().__init__(description or "no bearer token was sent")
+        self.description = description
 
 
 def outcome(
@@ -56,6 +61,12 @@ def outcome(
         issue["expression"] = list(expressions)
     body = {"resourceType": "OperationOutcome", "issue": [issue]}
     return Response(orjson.dumps(body), status_code=status, media_type=FHIR_JSON, headers=headers)
+
+
+def _unauthorized_outcome(description: str | None) -> Response:
+    """401 with RFC 6750's ``WWW-Authenticate`` and the same words in the OperationOutcome."""
+    diagnostics = f"Authentication failed: {description}" if description else "Authentication required"
+    return outcome(401, "security", diagnostics, headers={"WWW-Authenticate": www_authenticate(description)})
 
 
 def validation_outcome(errors: Sequence[Any], prefix: str = "") -> Response:
@@ -147,11 +158,11 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(AuthenticationFailed)
     async def _auth(_: Request, exc: AuthenticationFailed) -> Response:
         logger.warning("authentication failed reason=%s", exc.reason)
-        return outcome(401, "security", "Authentication required", headers={"WWW-Authenticate": "Bearer"})
+        return _unauthorized_outcome(None if exc.reason == "missing" else exc.description)
 
     @app.exception_handler(Unauthorized)
-    async def _unauthorized(_: Request, _exc: Unauthorized) -> Response:
-        return outcome(401, "security", "Authentication required", headers={"WWW-Authenticate": "Bearer"})
+    async def _unauthorized(_: Request, exc: Unauthorized) -> Response:
+        return _unauthorized_outcome(exc.description)
 
     @app.exception_handler(StoreUnavailable)
     async def _store(request: Request, exc: StoreUnavailable) -> Response:

@@ -187,6 +187,7 @@ async def send_feedback(service_id: str, request: Request, state: StateDep, call
         client_tenant=caller.tenant,
         received_at=utc_now(),
         store_comments=state.settings.audit_store_user_comments,
+        reason_displays=state.catalog.override_reason_displays,
     )
     await state.audit.record_feedback(entries)
     state.metrics.record_feedback(entry.outcome for entry in entries)

@@ -98,7 +98,7 @@ async def metrics(request: Request, state: StateDep) -> Response:
     if expected is not None:
         given = request.headers.get("authorization", "")
         if not hmac.compare_digest(given.encode(), f"Bearer {expected.get_secret_value()}".encode()):
-            raise Unauthorized()
+            raise Unauthorized("the bearer token is not the metrics token" if given else None)
     state.metrics.record_audit(state.audit.counters())
     body, content_type = state.metrics.exposition()
     return Response(body, media_type=content_type)

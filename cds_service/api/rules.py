@@ -10,16 +10,20 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, HTTPException
+from fastapi import APIRouter, HTTPException, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 
+from cds_service.api import rule_pages
 from cds_service.api.deps import StateDep
+from cds_service.api.negotiate import wants_html
 from cds_service.api.openapi_docs import error_response
 from cds_service.catalog import Catalog
 from cds_service.engine.facts import vocabulary
 from cds_service.engine.model import CardText, Evidence, OrderSpec, ValueSetFile
 
 router = APIRouter(tags=["Rules"])
+#: Browsers (``Accept: text/html``) get a page, API clients JSON: documented on each route.
+HTML_TOO = {"text/html": {"schema": {"type": "string"}}}
 
 
 class CategoryRef(BaseModel):
@@ -162,10 +166,14 @@ def rule_document(catalog: Catalog, rule_id: str, *, with_codes: bool = False) -
     response_model_exclude_none=True,
     summary="All rules, their pathways and categories",
     operation_id="list_rules",
+    responses={200: {"content": HTML_TOO}},
 )
-async def list_rules(state: StateDep) -> RulesIndex:
+async def list_rules(request: Request, state: StateDep) -> RulesIndex | Response:
     """Every rule with id, version, pathway, plain-language logic, evidence, card template and the
-    categories it recommends; the value sets (codes: `GET /valuesets`); the categories and the policy."""
+    categories it recommends; the value sets (codes: `GET /valuesets`); the categories and the policy.
+    A browser (`Accept: text/html`) gets the index page: every rule by pathway."""
+    if wants_html(request):
+        return rule_pages.index_html(state)
     rs = state.catalog
     return RulesIndex(
         rules_version=rs.version,
@@ -194,13 +202,18 @@ async def rule_vocabulary() -> dict[str, Any]:
     summary="One rule in full, with the codes it reads",
     operation_id="get_rule",
     responses={
-        200: {"content": {"application/json": {"example": RULE_EXAMPLE}}},
+        200: {"content": {"application/json": {"example": RULE_EXAMPLE}, **HTML_TOO}},
         404: error_response("Unknown rule id."),
     },
 )
-async def get_rule(rule_id: str, state: StateDep) -> RuleDocument:
+async def get_rule(rule_id: str, request: Request, state: StateDep) -> RuleDocument | Response:
     """The rule's logic in words and as a tree, evidence, card text, orders, and every value set it reads
-    with all their codes (system, code or prefix, display, verification source)."""
+    with all their codes (system, code or prefix, display, verification source).
+
+    The link on a card points here: a browser (`Accept: text/html`) gets the rule's page, with the example
+    patients that fire it and, for a holder of the audit token, how often it fired and was overridden."""
+    if wants_html(request):
+        return await rule_pages.rule_html(state, rule_id, rule_pages.bearer(request))
     return rule_document(state.catalog, rule_id, with_codes=True)
 
 
@@ -222,10 +235,13 @@ async def list_valuesets(state: StateDep) -> ValueSetList:
     response_model_exclude_none=True,
     summary="One value set with its codes",
     operation_id="get_valueset",
-    responses={404: error_response("Unknown value set id.")},
+    responses={200: {"content": HTML_TOO}, 404: error_response("Unknown value set id.")},
 )
-async def get_valueset(valueset_id: str, state: StateDep) -> ValueSetFile:
-    """Every code (system, code or prefix, display, verification source) of the value set."""
+async def get_valueset(valueset_id: str, request: Request, state: StateDep) -> ValueSetFile | Response:
+    """Every code (system, code or prefix, display, verification source) of the value set; a page for a
+    browser (`Accept: text/html`)."""
+    if wants_html(request):
+        return rule_pages.valueset_html(state, valueset_id)
     vs: ValueSetFile | None = state.catalog.valueset_files.get(valueset_id)
     if vs is None:
         raise HTTPException(404, f"Unknown value set {valueset_id[:64]!r}")

@@ -150,12 +150,16 @@ def entries(
     client_tenant: str | None,
     received_at: datetime,
     store_comments: bool,
+    reason_displays: Mapping[tuple[str, str], str] | None = None,
 ) -> list[FeedbackEntry]:
-    """The entries to store, duplicates within the batch removed (first one kept)."""
+    """The entries to store, duplicates within the batch removed (first one kept). ``reason_displays``:
+    the override reasons the cards offer, ``(system, code) -> display``; a reason sent without its
+    display (the sandbox does that) is stored with ours, so the statistics can say what it means."""
     out: dict[str, FeedbackEntry] = {}
     for item in request.feedback:
         overrides = _override_objects(item)
         reasons = [r for o in overrides if (r := _reason(o, item.extension)) is not None]
+        reasons = [with_display(r, reason_displays or {}) for r in reasons]
         if not reasons and item.extension and (epic := _epic_reason(item.extension)) is not None:
             reasons.append(epic)
         comments = [o.userComment.strip() for o in overrides if o.userComment and o.userComment.strip()]
@@ -179,6 +183,16 @@ def entries(
             ),
         )
     return list(out.values())
+
+
+def with_display(reason: Reason, displays: Mapping[tuple[str, str], str]) -> Reason:
+    """``reason`` with the display of the override reason it codes, when it came without one."""
+    if reason.display or not reason.code:
+        return reason
+    for (system, code), display in displays.items():
+        if code == reason.code and reason.system in (None, system):
+            return Reason(system, reason.code, display)
+    return reason
 
 
 def identity(

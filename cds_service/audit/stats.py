@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from cds_service.audit.feedback import Reason, with_display
 from cds_service.audit.views import CategoryStats, ReasonCount, RuleStats, StatsResponse
 from cds_service.catalog import Catalog
 
@@ -30,7 +31,7 @@ class _Outcomes:
     commented: set[str] = field(default_factory=set)
     reasons: dict[ReasonKey, set[str]] = field(default_factory=dict)
 
-    def add(self, row: Any) -> None:
+    def add(self, row: Any, displays: Mapping[tuple[str, str], str]) -> None:
         if row.outcome == "accepted":
             self.accepted.add(row.uuid)
             return
@@ -38,7 +39,9 @@ class _Outcomes:
         if row.has_comment:
             self.commented.add(row.uuid)
         if row.reason_code or row.reason_display:
-            key = (row.reason_system, row.reason_code, row.reason_display)
+            # rows stored before displays were filled in at storage get them here
+            reason = with_display(Reason(row.reason_system, row.reason_code, row.reason_display), displays)
+            key = (reason.system, reason.code, reason.display)
             self.reasons.setdefault(key, set()).add(row.uuid)
 
     def fields(self) -> dict[str, Any]:
@@ -83,10 +86,11 @@ def build_stats(
         categories.setdefault(category, _Outcomes()).cards += n
         indicators.setdefault(category, Counter())[indicator] += n
 
+    displays = catalog.override_reason_displays
     for row in feedback_rows:
-        categories.setdefault(row.category, _Outcomes()).add(row)
+        categories.setdefault(row.category, _Outcomes()).add(row, displays)
         for rule_id in _ids(row.rule_ids):
-            rules.setdefault(rule_id, _Outcomes()).add(row)
+            rules.setdefault(rule_id, _Outcomes()).add(row, displays)
 
     return StatsResponse(
         since=since,

@@ -200,6 +200,11 @@ class OrderSpec(Strict):
     priority: Literal["routine", "urgent", "asap", "stat"] = "routine"
     note: str | None = None
     recommended: bool = False
+    drafted_as: Identifier | None = Field(
+        None,
+        description="A value set of orders that stand for this one: when a draft order carries one of its "
+        "codes (or one of this order's own codes) the card does not suggest the order again.",
+    )
 
 
 class CardText(Strict):
@@ -210,8 +215,10 @@ class CardText(Strict):
     advice: list[str] = Field(default_factory=list, description="What to do (markdown lines).")
     summary: Annotated[str, StringConstraints(min_length=10, max_length=139)] | None = Field(
         None,
-        description="Replaces the category's summary when this rule leads the card: for a rule whose "
-        "message is not the category's advice (an order that may not be indicated).",
+        description="For a rule whose message is not the category's advice (an order that may not be "
+        "indicated): replaces the category's summary, and the category's advice is not shown on its card "
+        "(this rule's advice replaces it). '{ordered}' is replaced by the labels of the draft-order "
+        "criteria that matched (e.g. 'MRI and CT').",
     )
     category_order: bool = Field(
         True, description="Offer the category's own order as a suggestion (off when the card questions it)."

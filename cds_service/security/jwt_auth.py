@@ -1,7 +1,7 @@
 """Authentication of CDS clients: the ``Authorization: Bearer <JWT>`` of CDS Hooks 2.0.
 
 Order of checks (each failure raises ``AuthenticationFailed`` with a short ``reason``; the HTTP layer
-answers 401 without detail, as the CDS Hooks best practices ask):
+answers 401 saying which check failed, in fixed words, never with the token: ``security.failures``):
 
 1. header present and ``Bearer`` (``missing``/``malformed``); token decodes (``malformed``);
 2. ``alg`` asymmetric and trusted at all (``alg-not-allowed``: ``none`` and HS* never are), ``typ`` JWT
@@ -16,7 +16,8 @@ answers 401 without detail, as the CDS Hooks best practices ask):
 7. ``jti`` not seen before (``replay``).
 
 Unverified header and claims are only used to choose the client and key. Tokens are never logged: a
-rejection is logged with its reason and the (truncated, repr-escaped) ``iss``, ``kid`` and ``jti``.
+rejection is logged with its reason and the (truncated, repr-escaped) ``iss``, ``kid`` and ``jti``; an
+``aud`` mismatch also logs the audience configured and the one received.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ import jwt
 from jwt.types import Options
 
 from cds_service.security.clients import ALGORITHMS, KEY_TYPE_BY_ALGORITHM, TrustedClient, index_by_iss
+from cds_service.security.failures import AuthenticationFailed
 from cds_service.security.jwks import JwksCache, JwksUnavailable, SigningKey
 from cds_service.security.replay import ReplayCache
 
@@ -57,18 +59,6 @@ _SIGNATURE_ONLY: Options = {
     "enforce_minimum_key_length": True,
 }
 _UNVERIFIED: Options = {"verify_signature": False}
-
-
-class AuthenticationFailed(Exception):
-    """Raised for any bad/missing token. `.reason` is a short machine-readable string for logs and metrics
-    (e.g. "missing", "malformed", "alg-not-allowed", "unknown-kid", "unknown-iss", "bad-signature", "bad-aud",
-    "expired", "iat-future", "nbf-future", "missing-claim", "replay", "lifetime-too-long", "jku-not-allowed",
-    "jwks-unavailable", "tenant-not-allowed", "typ", "missing-kid", "bad-key"). The HTTP layer answers 401
-    with no detail."""
-
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
 
 
 @dataclass(frozen=True)
@@ -248,7 +238,13 @@ class _ClaimsCheck:
             raise AuthenticationFailed("missing-claim")
         _require_types(claims)
         if not self._audience_accepted(claims["aud"]):
-            raise AuthenticationFailed("bad-aud")
+            logger.warning(
+                "JWT aud mismatch: configured %s, received %s "
+                "(CDS_PUBLIC_BASE_URL must be the URL clients call)",
+                self.audience,
+                _loggable(claims["aud"] if isinstance(claims["aud"], str) else ",".join(claims["aud"])),
+            )
+            raise AuthenticationFailed("bad-aud", expected_aud=self.audience)
         self._check_times(claims["exp"], claims["iat"], claims.get("nbf"))
         if self.client.tenants is not None and claims.get("tenant") not in self.client.tenants:
             raise AuthenticationFailed("tenant-not-allowed")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -55,12 +56,21 @@ def bearer(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
 
 
-def assert_401(response) -> None:  # type: ignore[no-untyped-def]
+def assert_401(response, reason: str | None = None) -> None:  # type: ignore[no-untyped-def]
+    """401 with RFC 6750's header: plain ``Bearer`` without a token, else ``invalid_token`` and the reason
+    (``reason``: words the description must contain), the same words in the OperationOutcome."""
     assert response.status_code == 401
-    assert response.headers["www-authenticate"] == "Bearer"
+    header = response.headers["www-authenticate"]
     body = response.json()
     assert body["resourceType"] == "OperationOutcome"
-    assert body["issue"][0]["diagnostics"] == "Authentication required"
+    diagnostics = body["issue"][0]["diagnostics"]
+    if reason is None:
+        assert header == "Bearer"
+        assert diagnostics == "Authentication required"
+        return
+    assert header.startswith('Bearer error="invalid_token", error_description="')
+    assert reason in header
+    assert diagnostics.startswith("Authentication failed: ") and reason in diagnostics
 
 
 def test_no_token_is_401(secured: TestClient) -> None:
@@ -79,13 +89,19 @@ def test_valid_es384_and_rs384_tokens_are_accepted(
 
 
 def test_discovery_token_used_on_a_service_url_is_401(secured: TestClient, tokens: Tokens) -> None:
+    token = tokens.sign(aud=DISCOVERY_URL)
+    response = secured.post("/cds-services/hip-weakness", json=V01, headers=bearer(token))
     assert_401(
-        secured.post("/cds-services/hip-weakness", json=V01, headers=bearer(tokens.sign(aud=DISCOVERY_URL)))
+        response,
+        f"audience mismatch: the JWT aud must be the exact URL called (this endpoint expects {SERVICE_URL})",
     )
+    assert token not in response.headers["www-authenticate"] and token not in response.text
 
 
 def test_service_token_used_on_discovery_is_401(secured: TestClient, tokens: Tokens) -> None:
-    assert_401(secured.get("/cds-services", headers=bearer(tokens.sign(aud=SERVICE_URL))))
+    assert_401(
+        secured.get("/cds-services", headers=bearer(tokens.sign(aud=SERVICE_URL))), "audience mismatch"
+    )
 
 
 def test_discovery_is_public_without_a_token_and_verified_with_one(
@@ -98,7 +114,7 @@ def test_discovery_is_public_without_a_token_and_verified_with_one(
 def test_replayed_token_is_401(secured: TestClient, tokens: Tokens) -> None:
     token = tokens.sign()
     assert secured.post("/cds-services/hip-weakness", json=V01, headers=bearer(token)).status_code == 200
-    assert_401(secured.post("/cds-services/hip-weakness", json=V01, headers=bearer(token)))
+    assert_401(secured.post("/cds-services/hip-weakness", json=V01, headers=bearer(token)), "already used")
 
 
 def test_expired_token_is_401(secured: TestClient, tokens: Tokens) -> None:
@@ -106,7 +122,8 @@ def test_expired_token_is_401(secured: TestClient, tokens: Tokens) -> None:
     assert_401(
         secured.post(
             "/cds-services/hip-weakness", json=V01, headers=bearer(tokens.sign(iat=past, exp=past + 300))
-        )
+        ),
+        "expired",
     )
 
 
@@ -161,3 +178,18 @@ def test_an_empty_public_base_url_means_unset_outside_production() -> None:
     from cds_service.config import Settings
 
     assert Settings(env="development", public_base_url="").public_base_url is None
+
+
+def test_an_unknown_issuer_is_named_and_the_log_says_which_audience_was_expected(
+    secured: TestClient, tokens: Tokens, caplog: pytest.LogCaptureFixture
+) -> None:
+    assert_401(
+        secured.post(
+            "/cds-services/hip-weakness", json=V01, headers=bearer(tokens.sign(iss="https://other.example"))
+        ),
+        "unknown issuer",
+    )
+    caplog.set_level(logging.WARNING, logger="cds_service")
+    wrong = "http://localhost:8080/cds-services/hip-weakness"
+    secured.post("/cds-services/hip-weakness", json=V01, headers=bearer(tokens.sign(aud=wrong)))
+    assert f"configured {SERVICE_URL}, received '{wrong}'" in caplog.text

@@ -17,6 +17,12 @@ PHYSIO = {
 }
 MRI = {"system": "http://loinc.org", "code": "30679-5", "display": "MR Lumbar spine WO contrast"}
 OTHER = {"system": "http://loinc.org", "code": "24762-7", "display": "XR Hip Views"}
+CPT = "http://www.ama-assn.org/go/cpt"
+CT = {"system": CPT, "code": "72131", "display": "CT lumbar spine w/o dye"}
+XR_2_3 = {"system": CPT, "code": "72100", "display": "X-ray exam l-s spine 2/3 vws"}
+XR_4 = {"system": CPT, "code": "72110", "display": "X-ray exam l-2 spine 4/>vws"}
+CT_SCT = {"system": "http://snomed.info/sct", "code": "572091000119106"}
+ED_REFERRAL = {"system": "http://snomed.info/sct", "code": "306254002", "display": "Referral to A&E doctor"}
 
 
 def draft(rid: str, coding: dict[str, str], patient: str) -> dict[str, Any]:
@@ -183,3 +189,50 @@ def test_draft_orders_that_are_not_a_bundle_is_400(client: TestClient) -> None:
         extra_context={"draftOrders": [{"resourceType": "ServiceRequest"}]},
     )
     assert client.post("/cds-services/hip-weakness-order-sign", json=body).status_code == 400
+
+
+@pytest.mark.parametrize(
+    ("coding", "modality"),
+    [(MRI, "MRI"), (CT, "CT"), (XR_2_3, "radiograph"), (XR_4, "radiograph"), (CT_SCT, "CT")],
+)
+@pytest.mark.parametrize("hook", ["order-select", "order-sign"])
+def test_lumbar_imaging_of_every_modality_gets_the_guidance_naming_the_modality(
+    client: TestClient, coding: dict[str, str], modality: str, hook: str
+) -> None:
+    """A lumbar CT or X-ray drafted for a patient with no red flag and no neurological finding got no
+    card while the same patient's lumbar MRI got the imaging guidance: the value set held MRI codes only."""
+    data = order_call(client, "V33", hook, [draft("img1", coding, "hw-v33")])
+    assert categories(data) == ["mri-lumbar-spine"]
+    card = data["cards"][0]
+    assert card["indicator"] == "info"
+    assert card["summary"].startswith(f"Lumbar spine {modality} ordered with no red flag")
+    assert "check the indication" in card["summary"]
+    assert "MRI of the lumbar spine without contrast" not in card["detail"]  # the category's advice
+    assert not card.get("suggestions")
+
+
+def test_several_modalities_drafted_are_all_named(client: TestClient) -> None:
+    data = order_call(client, "V33", "order-sign", [draft("a", CT, "hw-v33"), draft("b", XR_2_3, "hw-v33")])
+    assert data["cards"][0]["summary"].startswith("Lumbar spine CT and radiograph ordered")
+
+
+@pytest.mark.parametrize("case", ["V27", "V01"])
+def test_lumbar_ct_or_radiograph_with_neurological_finding_or_red_flag_is_silent(
+    client: TestClient, case: str
+) -> None:
+    drafts = [draft("ct1", CT, f"hw-{case.lower()}"), draft("xr1", XR_4, f"hw-{case.lower()}")]
+    assert order_call(client, case, "order-sign", drafts) == {"cards": []}
+
+
+@pytest.mark.parametrize("hook", ["order-select", "order-sign"])
+def test_an_emergency_referral_already_drafted_is_not_suggested_again(client: TestClient, hook: str) -> None:
+    """Physiotherapy drafted next to a red flag: the critical card suggested creating an emergency
+    referral although one was already among the draft orders."""
+    without = order_call(client, "V01", hook, [draft("pt1", PHYSIO, "hw-v01")])["cards"][0]
+    assert "Refer for same-day emergency assessment" in [s["label"] for s in without["suggestions"]]
+    drafts = [draft("pt1", PHYSIO, "hw-v01"), draft("ed1", ED_REFERRAL, "hw-v01")]
+    card = order_call(client, "V01", hook, drafts, ["ServiceRequest/pt1"])["cards"][0]
+    assert card["indicator"] == "critical"
+    labels = [s["label"] for s in card["suggestions"]]
+    assert "Refer for same-day emergency assessment" not in labels
+    assert any(label.startswith("Remove the drafted order") for label in labels)

@@ -106,13 +106,14 @@ def test_epic_reason_given_only_by_its_extensions(client: TestClient, database_u
     assert (row["reason_code"], row["reason_display"]) == ("3", "Patient declines")
 
 
-def test_sandbox_dismissal_without_card_and_reason_without_display(
+def test_sandbox_dismissal_without_card_and_a_reason_without_display_gets_ours(
     client: TestClient, database_url: str
 ) -> None:
     ok(client.post(FEEDBACK, json=EXAMPLES["sandbox"]["value"]))
     [row] = stored(database_url)
     assert row["card_uuid"] is None
-    assert row["reason_code"] == "recipient-disagrees-evidence" and row["reason_display"] is None
+    assert row["reason_code"] == "recipient-disagrees-evidence"
+    assert row["reason_display"] == "Disagree with the recommendation or its evidence"  # ours, filled in
 
 
 def test_timestamp_without_zone_is_utc_and_unknown_members_are_ignored(
@@ -189,6 +190,21 @@ def test_feedback_is_shown_under_its_card_and_counted(client: TestClient) -> Non
     )
     never = next(r for r in stats["rules"] if r["rule_id"] == "H-OA")
     assert never["fired"] == 0  # rules that never fired are listed too
+
+
+def test_a_reason_sent_without_display_is_stored_and_shown_with_ours(client: TestClient) -> None:
+    """The sandbox sends the reason Coding without ``display``: /audit/stats showed ``display: null``."""
+    card = client.post(URL, json=private_request()).json()["cards"][0]
+    offered = card["overrideReasons"][1]
+    reason = {"system": offered["system"], "code": offered["code"]}
+    ok(client.post(FEEDBACK, json={"feedback": [item(card["uuid"], overrideReason={"reason": reason})]}))
+    flush(client)
+    stats = client.get("/audit/stats", headers=AUDIT).json()
+    ces = next(r for r in stats["rules"] if r["rule_id"] == "RF-CES")
+    assert ces["override_reasons"] == [{**reason, "display": offered["display"], "cards": 1}]
+    detail = client.get(f"/audit/invocations?card={card['uuid']}", headers=AUDIT).json()["items"][0]
+    shown = client.get(f"/audit/invocations/{detail['hook_instance']}", headers=AUDIT).json()["cards"][0]
+    assert shown["feedback"][0]["reasons"] == [{**reason, "display": offered["display"]}]
 
 
 def test_feedback_that_arrives_before_the_calls_record_is_linked_later(client: TestClient) -> None:

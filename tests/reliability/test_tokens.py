@@ -19,6 +19,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from cds_service.security.failures import DESCRIPTIONS
 from tests.pg import PostgresServer
 from tests.reliability import secret_scan
 from tests.reliability.conftest import COUNTS
@@ -118,14 +119,25 @@ def post(service: ServiceProcess, authorization: str | None, path: str = HOOK) -
         return http.post(f"{service.url}{path}", json=V01, headers=headers)
 
 
-def assert_401(response: httpx.Response) -> None:
+def assert_401(response: httpx.Response, reason: str = "missing", authorization: str | None = None) -> None:
+    """401 saying which check failed (RFC 6750), the same words in the OperationOutcome, never the token."""
     assert response.status_code == 401, response.text
-    assert response.headers["www-authenticate"] == "Bearer"
     assert response.headers["content-type"] == "application/fhir+json"
+    header = response.headers["www-authenticate"]
+    if reason == "missing":
+        assert header == "Bearer"
+        diagnostics = "Authentication required"
+    else:
+        description = DESCRIPTIONS.get(reason, reason)  # a reason key, or the description itself
+        assert header.startswith(f'Bearer error="invalid_token", error_description="{description}')
+        diagnostics = f"Authentication failed: {header.split('error_description=', 1)[1].strip(chr(34))}"
     assert response.json() == {
         "resourceType": "OperationOutcome",
-        "issue": [{"severity": "error", "code": "security", "diagnostics": "Authentication required"}],
+        "issue": [{"severity": "error", "code": "security", "diagnostics": diagnostics}],
     }
+    token = (authorization or "").removeprefix("Bearer ").strip()
+    if len(token) > 8:
+        assert token not in header and token not in response.text
 
 
 # -- the table ----------------------------------------------------------------------------------------------
@@ -230,9 +242,10 @@ def test_bad_token_is_401(
     if case.discovery:
         with httpx.Client(timeout=20) as http:
             headers = {"Authorization": authorization} if authorization is not None else {}
-            assert_401(http.get(f"{sqlite_pair.a.url}/cds-services", headers=headers))
+            response = http.get(f"{sqlite_pair.a.url}/cds-services", headers=headers)
     else:
-        assert_401(post(sqlite_pair.a, authorization))
+        response = post(sqlite_pair.a, authorization)
+    assert_401(response, case.reason, authorization)
     deadline = time.monotonic() + 5
     while sqlite_pair.a.log_text().count(logged) == before and time.monotonic() < deadline:
         time.sleep(0.05)
@@ -279,15 +292,15 @@ def replay_checks(pair: Pair, tokens: Tokens) -> None:
     token = bearer(tokens.sign())
     assert post(pair.a, token).status_code == 200
     for _ in range(6):
-        assert_401(post(pair.a, token))
+        assert_401(post(pair.a, token), "replay", token)
     # across processes sharing the database, both ways
     token = bearer(tokens.sign())
     assert post(pair.a, token).status_code == 200
-    assert_401(post(pair.b, token))
+    assert_401(post(pair.b, token), "replay", token)
     token = bearer(tokens.sign())
     assert post(pair.b, token).status_code == 200
     for _ in range(4):
-        assert_401(post(pair.a, token))
+        assert_401(post(pair.a, token), "replay", token)
     # a replay refused does not burn a fresh token
     assert post(pair.b, bearer(tokens.sign())).status_code == 200
 
@@ -342,7 +355,9 @@ def test_audit_and_explain_refuse_anything_but_the_audit_token(
     with httpx.Client(timeout=20) as http:
         for headers in refused:
             response = http.request(method, f"{sqlite_pair.a.url}{path}", json=V01, headers=headers)
-            assert_401(response)
+            sent = headers.get("Authorization", "")
+            wrong = "the bearer token is not the audit token" if sent.startswith("Bearer ") else "missing"
+            assert_401(response, wrong, sent or None)
         accepted = http.request(
             method, f"{sqlite_pair.a.url}{path}", json=V01, headers={"Authorization": f"Bearer {AUDIT_TOKEN}"}
         )

@@ -82,3 +82,20 @@ def test_discover_finds_patient_bundles_only() -> None:
     assert len(names) == 42  # 40 vignettes, 2 Synthea patients
     assert "expected" not in names and not [n for n in names if n.endswith(".request")]
     assert [p.stem for p in discover(FIXTURES, ["v01", "barney"])] == [BARNEY.stem, "V01"]
+
+
+def test_every_vignette_patient_carries_a_synthetic_name() -> None:
+    """An EHR or the sandbox showed the vignette patients as "Unknown"."""
+    import json
+
+    from tests.support import FIXTURES
+
+    names = set()
+    for path in sorted((FIXTURES / "vignettes").glob("V*.json")):
+        patient = json.loads(path.read_text())["entry"][0]["resource"]
+        [name] = patient["name"]
+        assert name["family"] and name["given"] and name["text"].endswith("(synthetic)"), path.name
+        names.add(name["text"])
+    assert len(names) >= 30  # not one name for everyone
+    for path in (FIXTURES / "examples").glob("*.request.json"):
+        assert json.loads(path.read_text())["value"]["prefetch"]["patient"]["name"], path.name

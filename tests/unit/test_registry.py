@@ -96,6 +96,16 @@ def test_unknown_operator_refuses_to_load(rules: Path) -> None:
         load_catalog(rules)
 
 
+def test_an_order_standing_for_an_unknown_value_set_refuses_to_load(rules: Path) -> None:
+    edit_rule(
+        rules,
+        "pathways/red-flags/rf-ces.yaml",
+        lambda d: d["orders"][0].update(drafted_as="no-such-valueset"),
+    )
+    with pytest.raises(RuleFileError, match="rule RF-CES: order mri-lumbar-emergency drafted_as: unknown"):
+        load_catalog(rules)
+
+
 def test_unknown_code_system_refuses_to_load(rules: Path) -> None:
     path = rules / "valuesets" / "fai.yaml"
     data = yaml.safe_load(path.read_text())

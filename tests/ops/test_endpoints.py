@@ -55,7 +55,7 @@ def test_readyz_reports_rules_version_and_settings_fingerprint(client: TestClien
     body = client.get("/readyz").json()
     assert body["status"] == "ready"
     assert body["checks"]["database"] == "reachable"
-    assert body["rules_version"] == client.app.state.cds.ruleset.version  # type: ignore[attr-defined]
+    assert body["rules_version"] == client.app.state.cds.catalog.version  # type: ignore[attr-defined]
     assert re.fullmatch(r"[0-9a-f]{12}", body["settings_fingerprint"])
 
 

@@ -20,9 +20,10 @@ from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
 from cds_service import __version__
-from cds_service.api import audit, discovery, errors, explain, feedback, hooks, openapi_docs, ops, rules
+from cds_service.api import audit, discovery, errors, explain, feedback, fhir, hooks, openapi_docs, ops, rules
 from cds_service.api.deps import AppState
 from cds_service.api.middleware import RequestContextMiddleware
+from cds_service.artefacts import Links, build_artefacts
 from cds_service.audit import AuditTrail
 from cds_service.cards import IdFactory, new_id
 from cds_service.catalog import load_catalog
@@ -45,6 +46,8 @@ CDS Hooks 2.0.1 service for **hip flexion weakness** and its red flags.
 - EHRs report what clinicians did with a card to `POST /cds-services/{id}/feedback`.
 - Clinical safety reviewers read every rule and value set under **Rules** (`GET /rules`, `GET /rules/{id}`,
   `GET /valuesets`), public.
+- FHIR tools read the same rules and value sets as PlanDefinition, ActivityDefinition and ValueSet resources
+  under **FHIR** (`GET /fhir/metadata`, `GET /fhir/PlanDefinition`, `GET /fhir/ValueSet`), public.
 - Under **Audit** (click *Authorize* and paste the audit token, `CDS_AUDIT_TOKEN`; `make run` prints one):
   every hook call with the rules that fired, on which facts, the cards returned and the feedback on them
   (`GET /audit/invocations`, `GET /audit/invocations/{hookInstance}`), statistics per rule and category
@@ -69,6 +72,7 @@ def create_app(
     settings = settings or Settings()
     quiet_http_clients()
     catalog = load_catalog(settings.rules_dir, settings.extra_valuesets_dir)
+    artefacts = build_artefacts(catalog, Links((settings.public_base_url or "").rstrip("/")), clock())
     clients = load_trusted_clients(settings.trusted_clients_file) if settings.trusted_clients_file else []
     if settings.auth is AuthMode.off:
         logger.warning(
@@ -136,7 +140,9 @@ def create_app(
                 audit=trail.writer,
                 metrics=metrics,
             )
-            app.state.cds = AppState(settings, catalog, orchestrator, authenticator, http, trail, metrics)
+            app.state.cds = AppState(
+                settings, catalog, orchestrator, authenticator, http, trail, metrics, artefacts
+            )
             _settle_memory()
             logger.info(
                 "ready: %d services, %d rules (rules version %s)",
@@ -154,6 +160,13 @@ def create_app(
         openapi_tags=[
             {"name": "CDS Hooks", "description": "The CDS Hooks 2.0.1 endpoints EHRs call."},
             {"name": "Rules", "description": "Every rule and value set, for clinical safety review."},
+            {
+                "name": "FHIR",
+                "description": "The rules and value sets as FHIR R4 knowledge artefacts (read-only, "
+                "`application/fhir+json`): a PlanDefinition per CDS service, an ActivityDefinition per "
+                "suggested order, a ValueSet per value set. They describe the rules; the service "
+                "executes them.",
+            },
             {"name": "Operations", "description": "Liveness, readiness and metrics for operators."},
             {
                 "name": "Audit",
@@ -180,6 +193,7 @@ def create_app(
         feedback.router,
         hooks.router,
         rules.router,
+        fhir.router,
         explain.router,
         audit.router,
         ops.router,

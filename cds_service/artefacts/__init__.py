@@ -11,6 +11,7 @@ Layering: this package reads the catalog and the engine's compiled rules; nothin
 
 from __future__ import annotations
 
+from collections import Counter
 from datetime import UTC, datetime
 from typing import Any
 
@@ -60,10 +61,7 @@ def build_artefacts(
         for resource in resources:
             check(resource)
     index = {(str(r["resourceType"]), str(r["id"])): r for r in resources}
-    counts: dict[str, int] = {}
-    for resource_type, _ in index:
-        counts[resource_type] = counts.get(resource_type, 0) + 1
-    capability = capability_statement(links, stamp, counts)
+    capability = capability_statement(links, stamp, Counter(resource_type for resource_type, _ in index))
     if validate:
         check(capability)
     return FhirArtefacts(index, capability)

@@ -7,6 +7,7 @@ not the knowledge.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from cds_service import __version__
@@ -24,7 +25,7 @@ EXPAND = "http://hl7.org/fhir/OperationDefinition/ValueSet-expand"
 TYPES = ("ValueSet", "PlanDefinition", "ActivityDefinition")
 
 
-def capability_statement(links: Links, generated: str, counts: dict[str, int]) -> dict[str, Any]:
+def capability_statement(links: Links, generated: str, counts: Mapping[str, int]) -> dict[str, Any]:
     resources = [_resource(t, counts.get(t, 0)) for t in TYPES]
     statement: dict[str, Any] = {
         "resourceType": "CapabilityStatement",

@@ -8,6 +8,7 @@ draft order comes in the hook's ``context.draftOrders``, not from a query, so it
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterator, Mapping
 from typing import Any
@@ -43,7 +44,7 @@ def data_requirements(when: CompiledNode, patterns: Mapping[str, list[str]]) -> 
                 requirement["codeFilter"] = [
                     {"path": path, "valueSet": canonical("ValueSet", vs)} for path, vs in filters
                 ]
-            found.setdefault(repr(sorted(requirement.items(), key=str)), requirement)
+            found.setdefault(json.dumps(requirement, sort_keys=True), requirement)
     return list(found.values())
 
 

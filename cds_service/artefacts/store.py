@@ -9,6 +9,7 @@ that filters on something unsupported would otherwise receive every resource and
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -52,10 +53,7 @@ class FhirArtefacts:
         return [r for (t, _), r in self.resources.items() if t == resource_type]
 
     def counts(self) -> dict[str, int]:
-        found: dict[str, int] = {}
-        for resource_type, _ in self.resources:
-            found[resource_type] = found.get(resource_type, 0) + 1
-        return found
+        return dict(Counter(resource_type for resource_type, _ in self.resources))
 
     def read(self, resource_type: str, resource_id: str) -> Mapping[str, Any]:
         try:

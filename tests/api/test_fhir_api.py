@@ -3,12 +3,17 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from fastapi.testclient import TestClient
 
-from cds_service.artefacts.common import canonical, validate
+from cds_service.artefacts.common import SITE_CODE, canonical, validate
+from cds_service.main import create_app
+from tests.conftest import make_settings
+from tests.support import NOW
 
 FHIR_JSON = "application/fhir+json"
 
@@ -157,3 +162,24 @@ def test_the_fhir_routes_are_documented_under_their_tag(client: TestClient) -> N
         get_op = operations["get"]
         assert get_op["tags"] == ["FHIR"]
         assert FHIR_JSON in get_op["responses"]["200"]["content"]
+
+
+def test_a_sites_codes_are_served_marked_local(tmp_path: Path) -> None:
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "weight-bearing.yaml").write_text(
+        yaml.safe_dump(
+            {"extends": "unable-to-bear-weight", "codes": [{"system": "sct", "code": "282145008"}]}
+        )
+    )
+    app = create_app(make_settings(tmp_path, extra_valuesets_dir=site), clock=lambda: NOW)
+    with TestClient(app) as client:
+        resource = get(client, "/fhir/ValueSet/unable-to-bear-weight/$expand")
+    assert resource["version"] == "1.0.0+site"
+    assert resource["expansion"]["contains"] == [
+        {
+            "extension": [{"url": SITE_CODE, "valueBoolean": True}],
+            "system": "http://snomed.info/sct",
+            "code": "282145008",
+        }
+    ]

@@ -21,6 +21,7 @@ from pydantic import ValidationError
 from cds_service.config import Environment, Settings
 from cds_service.logs import logging_config
 from cds_service.metrics import prepare_multiprocess_dir
+from cds_service.tools import export_fhir
 
 
 @dataclass(frozen=True)
@@ -258,6 +259,11 @@ COMMANDS: dict[str, Subcommand] = {
     "serve": Subcommand("run the service with uvicorn", serve_arguments, run_serve),
     "export-openapi": Subcommand(
         "write the OpenAPI document (default: stdout)", export_arguments, run_export_openapi
+    ),
+    "export-fhir": Subcommand(
+        "write the rules and value sets as a FHIR transaction Bundle (PlanDefinition, ValueSet, ...)",
+        export_fhir.add_arguments,
+        lambda args: export_fhir.run(args, load_settings(env="development", auth="off")),
     ),
     "load-fixtures": Subcommand(
         "load the test patients into a FHIR server (idempotent)", load_fixtures_arguments, run_load_fixtures

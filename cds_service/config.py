@@ -47,7 +47,8 @@ class Settings(BaseSettings):
     public_base_url: str | None = Field(
         None,
         description="External base URL (e.g. https://cds.example.org). Used for the JWT `aud` check and for "
-        "absolute links on cards. Required in production, and https there: derived from the request's "
+        "absolute links on cards and in the `/fhir` artefacts (service endpoint, rule pages; relative "
+        "when unset). Required in production, and https there: derived from the request's "
         "Host header, `aud` could be made to match a token issued to another service. Unset outside "
         "production: derived from the incoming request.",
         pattern=r"^(?i:https?)://[^/?#\s]+(/[^?#\s]*)?$",

@@ -27,6 +27,7 @@ from cds_service.api import (
     errors,
     explain,
     feedback,
+    fhir,
     hooks,
     openapi_docs,
     ops,
@@ -35,6 +36,7 @@ from cds_service.api import (
 )
 from cds_service.api.deps import AppState
 from cds_service.api.middleware import RequestContextMiddleware
+from cds_service.artefacts import Links, build_artefacts
 from cds_service.audit import AuditTrail
 from cds_service.cards import IdFactory, new_id
 from cds_service.catalog import load_catalog
@@ -58,6 +60,8 @@ CDS Hooks 2.0.1 service for **hip flexion weakness** and its red flags.
 - EHRs report what clinicians did with a card to `POST /cds-services/{id}/feedback`.
 - Clinical safety reviewers read every rule and value set under **Rules** (`GET /rules`, `GET /rules/{id}`,
   `GET /valuesets`), public.
+- FHIR tools read the same rules and value sets as PlanDefinition, ActivityDefinition and ValueSet resources
+  under **FHIR** (`GET /fhir/metadata`, `GET /fhir/PlanDefinition`, `GET /fhir/ValueSet`), public.
 - Under **Audit** (click *Authorize* and paste the audit token, `CDS_AUDIT_TOKEN`; `make run` prints one):
   every hook call with the rules that fired, on which facts, the cards returned and the feedback on them
   (`GET /audit/invocations`, `GET /audit/invocations/{hookInstance}`), statistics per rule and category
@@ -82,6 +86,7 @@ def create_app(
     settings = settings or Settings()
     quiet_http_clients()
     catalog = load_catalog(settings.rules_dir, settings.extra_valuesets_dir, settings.ehr_profile)
+    artefacts = build_artefacts(catalog, Links((settings.public_base_url or "").rstrip("/")), clock())
     clients = load_trusted_clients(settings.trusted_clients_file) if settings.trusted_clients_file else []
     if settings.auth is AuthMode.off:
         logger.warning(
@@ -151,7 +156,7 @@ def create_app(
                 metrics=metrics,
             )
             app.state.cds = AppState(
-                settings, catalog, orchestrator, authenticator, http, trail, metrics, examples
+                settings, catalog, orchestrator, authenticator, http, trail, metrics, examples, artefacts
             )
             _settle_memory()
             logger.info(
@@ -173,6 +178,13 @@ def create_app(
         openapi_tags=[
             {"name": "CDS Hooks", "description": "The CDS Hooks 2.0.1 endpoints EHRs call."},
             {"name": "Rules", "description": "Every rule and value set, for clinical safety review."},
+            {
+                "name": "FHIR",
+                "description": "The rules and value sets as FHIR R4 knowledge artefacts (read-only, "
+                "`application/fhir+json`): a PlanDefinition per CDS service, an ActivityDefinition per "
+                "suggested order, a ValueSet per value set. They describe the rules; the service "
+                "executes them.",
+            },
             {"name": "Operations", "description": "Liveness, readiness and metrics for operators."},
             {
                 "name": "Audit",
@@ -200,6 +212,7 @@ def create_app(
         hooks.router,
         rules.router,
         rule_pages.router,
+        fhir.router,
         explain.router,
         audit.router,
         ops.router,

@@ -17,6 +17,7 @@ from fastapi import Depends, Request, Security
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from cds_service.api.errors import Unauthorized
+from cds_service.artefacts import FhirArtefacts
 from cds_service.audit import AuditTrail
 from cds_service.catalog import Catalog
 from cds_service.config import Settings
@@ -41,6 +42,7 @@ class AppState:
     audit: AuditTrail
     metrics: Metrics
     examples: FixtureExamples  # the rule pages' example patients, computed on first use
+    fhir: FhirArtefacts  # the rules as FHIR knowledge artefacts, generated with the catalog
 
 
 async def get_state(request: Request) -> AppState:

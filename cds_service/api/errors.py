@@ -17,6 +17,7 @@ from fastapi import FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from cds_service.artefacts import UnknownResource, UnsupportedSearch
 from cds_service.audit.database import StoreUnavailable
 from cds_service.catalog import UnknownService
 from cds_service.orchestrate import HookMismatch
@@ -124,6 +125,14 @@ def install(app: FastAPI) -> None:
         return outcome(
             404, "not-found", f"Unknown CDS service {exc.service_id[:64]!r}; see GET /cds-services"
         )
+
+    @app.exception_handler(UnknownResource)
+    async def _unknown_resource(_: Request, exc: UnknownResource) -> Response:
+        return outcome(404, "not-found", str(exc))
+
+    @app.exception_handler(UnsupportedSearch)
+    async def _search(_: Request, exc: UnsupportedSearch) -> Response:
+        return outcome(400, "not-supported", str(exc), [exc.parameter[:40]])
 
     @app.exception_handler(RequestValidationError)
     async def _invalid_request(_: Request, exc: RequestValidationError) -> Response:

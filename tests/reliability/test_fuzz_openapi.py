@@ -97,6 +97,17 @@ SPECS: list[Spec] = [
     Spec("GET /rules/{rule_id}", POSITIVE, 25),
     Spec("GET /rules/{rule_id}", POSITIVE, 1, {"rule_id": "RF-CES"}),
     Spec("GET /valuesets/{valueset_id}", POSITIVE, 25),
+    *_both("GET /fhir/ValueSet", 25, 10),
+    *_both("GET /fhir/ValueSet/$expand", 15, 5),
+    Spec("GET /fhir/ValueSet/{resource_id}", POSITIVE, 15),
+    Spec("GET /fhir/ValueSet/{resource_id}", POSITIVE, 1, {"resource_id": "recent-trauma"}),
+    Spec("GET /fhir/ValueSet/{resource_id}/$expand", POSITIVE, 10),
+    Spec("GET /fhir/ValueSet/{resource_id}/$expand", POSITIVE, 1, {"resource_id": "hip-oa"}),
+    *_both("GET /fhir/PlanDefinition", 15, 5),
+    Spec("GET /fhir/PlanDefinition/{resource_id}", POSITIVE, 10),
+    Spec("GET /fhir/PlanDefinition/{resource_id}", POSITIVE, 1, {"resource_id": "hip-weakness"}),
+    *_both("GET /fhir/ActivityDefinition", 15, 5),
+    Spec("GET /fhir/ActivityDefinition/{resource_id}", POSITIVE, 10),
     *(
         Spec(f"GET {path}", POSITIVE, 1)
         for path in (
@@ -107,6 +118,7 @@ SPECS: list[Spec] = [
             "/healthz",
             "/readyz",
             "/metrics",
+            "/fhir/metadata",
         )
     ),
 ]

@@ -8,13 +8,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import respx
 from fastapi.testclient import TestClient
 from pydantic import SecretStr
 from sqlalchemy import MetaData, create_engine, select
 
 from cds_service.audit.database import normalise_url
 from cds_service.audit.pseudonym import PatientPseudonym
-from cds_service.fixtures import default_templates
+from cds_service.fixtures import default_templates, searchset
 from tests.audit.conftest import (
     AUDIT,
     AUDIT_TOKEN,
@@ -236,3 +237,26 @@ def test_a_jwt_accepted_by_one_worker_is_refused_by_another(tmp_path: Path, data
         fresh = {"Authorization": f"Bearer {tokens.sign()}"}
         assert worker_b.post(URL, json=private_request(), headers=fresh).status_code == 200
         assert counters(worker_a)["replay_cache_fallbacks"] == 0
+
+
+def test_pages_the_service_fetched_after_the_ehrs_first_page_are_recorded_as_fetched(
+    client: TestClient,
+) -> None:
+    """The CDS Hooks sandbox sends the first page of a search; the service reads the rest itself. The
+    audit trail says so: the key is "paged", its resources split between supplied and fetched."""
+    body = private_request(hook_instance="22222222-2222-4333-8444-555555555555")
+    conditions = [e["resource"] for e in body["prefetch"]["conditions"]["entry"]]
+    base = "https://ehr.example.org/fhir"
+    first = searchset(conditions[:1])
+    first["link"] = [{"relation": "next", "url": f"{base}/Condition?patient={PATIENT}&page=2"}]
+    body["prefetch"]["conditions"] = first
+    body["fhirServer"] = base
+    with respx.mock(base_url=base, assert_all_mocked=True) as fhir:
+        fhir.get("/Condition", params__contains={"page": "2"}).respond(json=searchset(conditions[1:]))
+        response = client.post(URL, json=body)
+    assert response.status_code == 200
+    flush(client)
+    detail = client.get("/audit/invocations/22222222-2222-4333-8444-555555555555", headers=AUDIT).json()
+    assert detail["prefetch"]["conditions"] == "paged"
+    assert detail["prefetch_resources"]["conditions"] == {"supplied": 1, "fetched": len(conditions) - 1}
+    assert detail["prefetch"]["observations"] == "supplied"

@@ -24,11 +24,12 @@ from cds_service.main import create_app
 from tests.conftest import make_settings
 from tests.integration.conftest import FirstLoad
 from tests.integration.sekmet_server import SekmetServer
-from tests.support import categories, highest_indicator, hook_request, vignette_expectations
+from tests.support import FIXTURES, categories, highest_indicator, hook_request, vignette_expectations
 
 pytestmark = pytest.mark.integration
 
 CASES: dict[str, Any] = vignette_expectations()["cases"]
+VENDOR_CASES = json.loads((FIXTURES / "vendors" / "expected.json").read_text())["cases"]
 SYNTHEA = "Adalberto_Hartmann_44ec4447-9e2c-4eb9-bd4f-0bdb416b806e"  # 344 entries, 200 Observations
 SYNTHEA_PATIENT = "ba18818d-faef-44cd-9744-b12d8973d402"
 SEARCHED = [t.split("?")[0] for t in default_templates().values() if "?" in t]
@@ -67,7 +68,7 @@ def test_load_fixtures_loads_every_patient_and_prints_their_ids(loaded: FirstLoa
     assert ids[SYNTHEA] == SYNTHEA_PATIENT  # stable id: the Synthea urn:uuid
     totals = loaded.report["totals"]
     assert totals["failed"] == 0
-    assert totals["patients"] == len(CASES) + 2
+    assert totals["patients"] == len(CASES) + 2 + len(VENDOR_CASES)
     assert totals["created"] == totals["resources"]
     assert "transactions" in loaded.stderr
     assert loaded.seconds < 30
@@ -81,7 +82,7 @@ def test_load_fixtures_twice_creates_nothing_new(
     assert code == 0, err
     after = {rtype: server_total(sekmet, fhir_token, rtype) for rtype in ("Patient", *SEARCHED)}
     assert after == before
-    assert before["Patient"] == len(CASES) + 2
+    assert before["Patient"] == len(CASES) + 2 + len(VENDOR_CASES)
     assert f"(0 created, {loaded.report['totals']['resources']} updated)" in out
     for patient_id in loaded.patient_ids().values():
         assert f"Patient/{patient_id} " in out

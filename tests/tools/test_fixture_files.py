@@ -79,7 +79,7 @@ def test_synthea_dates_are_not_moved() -> None:
 
 def test_discover_finds_patient_bundles_only() -> None:
     names = [p.stem for p in discover(FIXTURES)]
-    assert len(names) == 42  # 40 vignettes, 2 Synthea patients
+    assert len(names) == 45  # 40 vignettes, 2 Synthea patients, 3 in Epic's and Oracle's shapes
     assert "expected" not in names and not [n for n in names if n.endswith(".request")]
     assert [p.stem for p in discover(FIXTURES, ["v01", "barney"])] == [BARNEY.stem, "V01"]
 

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterable, Callable
+import zlib
+from collections.abc import AsyncIterable, AsyncIterator, Callable
+
+#: Content-Encoding -> zlib window bits (gzip header, zlib header; ``identity`` is not decoded).
+_WBITS = {"gzip": 16 + zlib.MAX_WBITS, "x-gzip": 16 + zlib.MAX_WBITS, "deflate": zlib.MAX_WBITS}
+ACCEPTED_ENCODINGS = "gzip, deflate"
 
 
 async def read_capped(
@@ -24,3 +29,34 @@ async def read_capped(
             raise too_large(message)
         parts.append(chunk)
     return b"".join(parts)
+
+
+class UnsupportedEncoding(ValueError):
+    """A Content-Encoding this reader does not decode."""
+
+
+async def decoded(raw: AsyncIterable[bytes], encoding: str | None, limit: int) -> AsyncIterator[bytes]:
+    """The body's bytes, decompressed by at most ``limit + 1`` bytes more than were read so far: a small
+    compressed chunk can never inflate into a huge allocation (a gzip bomb is stopped at the limit, not
+    after its 60 MB are in memory). ``encoding``: the Content-Encoding header."""
+    name = (encoding or "identity").strip().lower()
+    if name in ("", "identity"):
+        async for chunk in raw:
+            yield chunk
+        return
+    if name not in _WBITS:
+        raise UnsupportedEncoding(f"Content-Encoding {name[:20]!r} is not supported")
+    inflater = zlib.decompressobj(_WBITS[name])
+    produced = 0
+    async for chunk in raw:
+        data = chunk
+        while data:
+            piece = inflater.decompress(data, limit + 1 - produced)
+            produced += len(piece)
+            yield piece
+            if produced > limit:
+                return
+            data = inflater.unconsumed_tail
+    tail = inflater.flush()
+    if tail:
+        yield tail

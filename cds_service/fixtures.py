@@ -266,6 +266,26 @@ def prefetch_for(
     return prefetch
 
 
+def everything_prefetch(
+    resources: Iterable[Mapping[str, Any]], templates: Mapping[str, str] | None = None
+) -> dict[str, Any]:
+    """Every resource of the patient supplied at once, each type under the first key that searches it
+    (the other keys empty): an EHR that sends more than it is asked for, the reference a narrowed
+    prefetch is compared with, and the benchmark's large prefetch."""
+    by_type: dict[str, list[Mapping[str, Any]]] = {}
+    for r in resources:
+        by_type.setdefault(str(r["resourceType"]), []).append(r)
+    prefetch: dict[str, Any] = {}
+    for key, template in (templates or default_templates()).items():
+        rtype = template.split("?")[0].split("/")[0]
+        if "?" not in template:
+            found = by_type.get(rtype)
+            prefetch[key] = found[0] if found else None
+        else:
+            prefetch[key] = searchset(by_type.pop(rtype, []))
+    return prefetch
+
+
 @lru_cache(maxsize=4)
 def default_templates(service_id: str = "hip-weakness", profile: str = "generic") -> dict[str, str]:
     """The prefetch templates discovery publishes for a service (shipped rules)."""

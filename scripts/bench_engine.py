@@ -69,7 +69,7 @@ def cases(today: date) -> list[tuple[str, str, list[dict[str, Any]]]]:
         patient = next(r for r in resources if r.get("resourceType") == "Patient")
         pid = str(patient["id"])
         kept = [
-            workloads._retarget(r, pid)
+            workloads.retarget(r, pid)
             for r in resources
             if r.get("resourceType") in workloads.PREFETCH_TYPES
         ]

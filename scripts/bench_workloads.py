@@ -24,7 +24,7 @@ from typing import Any
 
 import orjson
 
-from cds_service.fixtures import SYSTEMS, prefetch_for, transaction_bundle
+from cds_service.fixtures import SYSTEMS, everything_prefetch, transaction_bundle
 
 ROOT = Path(__file__).resolve().parent.parent
 SHARED_SYNTHEA = ROOT.parent / "shared" / "data" / "synthea"
@@ -78,7 +78,7 @@ def _stem_of(patients: Mapping[str, list[Resource]], resources: list[Resource]) 
     return next(stem for stem, r in patients.items() if r is resources)
 
 
-def _retarget(resource: Mapping[str, Any], patient_id: str, new_id: str | None = None) -> Resource:
+def retarget(resource: Mapping[str, Any], patient_id: str, new_id: str | None = None) -> Resource:
     out = copy.deepcopy(dict(resource))
     if new_id is not None:
         out["id"] = new_id
@@ -141,14 +141,15 @@ def hip_weakness_finding(patient_id: str, today: date) -> list[Resource]:
 def request_body(
     resources: Iterable[Mapping[str, Any]] | None, patient_id: str, fhir_server: str | None = None
 ) -> dict[str, Any]:
-    """The CDS Hooks request an EHR sends (same shape as ``tests/support.hook_request``)."""
+    """The CDS Hooks request: every resource supplied at once (``everything_prefetch``), so the body is
+    the patient's whole prefetch (~210 KB for the Synthea workload), whatever the templates narrow."""
     body: dict[str, Any] = {
         "hookInstance": HOOK_INSTANCE,
         "hook": "patient-view",
         "context": {"userId": "Practitioner/example", "patientId": patient_id},
     }
     if resources is not None:
-        body["prefetch"] = prefetch_for(resources)
+        body["prefetch"] = everything_prefetch(resources)
     if fhir_server:
         body["fhirServer"] = fhir_server
     return body
@@ -158,7 +159,7 @@ def _header(base: list[Resource], today: date) -> tuple[str, list[Resource]]:
     """The base patient's prefetchable resources (references rewritten) + the hip-weakness finding."""
     patient = next(r for r in base if r.get("resourceType") == "Patient")
     pid = str(patient["id"])
-    kept = [_retarget(r, pid) for r in base if r.get("resourceType") in PREFETCH_TYPES]
+    kept = [retarget(r, pid) for r in base if r.get("resourceType") in PREFETCH_TYPES]
     return pid, [*kept, *hip_weakness_finding(pid, today)]
 
 
@@ -172,7 +173,7 @@ def synthea_sized_resources(today: date) -> tuple[str, list[Resource]]:
     i = 0
     while len(resources) < TARGET_RESOURCES and pad_obs:
         source = pad_obs[i % len(pad_obs)]
-        resources.append(_retarget(source, pid, str(uuid.UUID(int=i + 1))))
+        resources.append(retarget(source, pid, str(uuid.UUID(int=i + 1))))
         i += 1
     return pid, resources[:TARGET_RESOURCES] if len(resources) > TARGET_RESOURCES else resources
 
@@ -189,8 +190,8 @@ def many_observations_resources(n: int, today: date) -> tuple[str, list[Resource
     patient = next(r for r in base if r.get("resourceType") == "Patient")
     pid = str(patient["id"])
     pool = observation_pool()
-    obs = [_retarget(pool[i % len(pool)], pid, str(uuid.UUID(int=(1 << 64) + i))) for i in range(n)]
-    return pid, [_retarget(patient, pid), *hip_weakness_finding(pid, today), *obs]
+    obs = [retarget(pool[i % len(pool)], pid, str(uuid.UUID(int=(1 << 64) + i))) for i in range(n)]
+    return pid, [retarget(patient, pid), *hip_weakness_finding(pid, today), *obs]
 
 
 def encode(body: Mapping[str, Any]) -> bytes:

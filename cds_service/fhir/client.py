@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+import zlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -22,7 +23,7 @@ from urllib.parse import urljoin, urlsplit, urlunsplit
 import httpx
 import orjson
 
-from cds_service.capped import read_capped
+from cds_service.capped import ACCEPTED_ENCODINGS, UnsupportedEncoding, decoded, read_capped
 from cds_service.fhir.errors import (
     FhirError,
     FhirInvalidResponse,
@@ -107,7 +108,7 @@ class FhirClient:
         self, method: str, url: str, token: str | None, resource: Mapping[str, Any] | None = None
     ) -> tuple[int, str | None, bytes]:
         """One request; status, Location and the (size-capped) body, or a ``FhirError``."""
-        headers = {"Accept": FHIR_JSON}
+        headers = {"Accept": FHIR_JSON, "Accept-Encoding": ACCEPTED_ENCODINGS}
         content = None
         if resource is not None:
             content = orjson.dumps(resource)
@@ -181,12 +182,17 @@ class FhirClient:
         return relative
 
     async def _read_capped(self, response: httpx.Response) -> bytes:
-        return await read_capped(
-            response.aiter_bytes(),
-            response.headers.get("content-length"),
-            self.limits.max_response_bytes,
-            lambda problem: FhirInvalidResponse(f"response {problem}"),
-        )
+        """The body, decompressed here, not by httpx, so that the size limit bounds what is inflated."""
+        limit = self.limits.max_response_bytes
+        try:
+            return await read_capped(
+                decoded(response.aiter_raw(), response.headers.get("content-encoding"), limit),
+                None if response.headers.get("content-encoding") else response.headers.get("content-length"),
+                limit,
+                lambda problem: FhirInvalidResponse(f"response {problem}"),
+            )
+        except (UnsupportedEncoding, zlib.error) as exc:
+            raise FhirInvalidResponse(f"response body cannot be decoded ({exc})") from exc
 
 
 def join(base: str, relative: str) -> str:

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 from urllib.parse import urlencode
 
@@ -55,7 +55,8 @@ class StrictFhir:
 
     upstream: str  # sekmet's base URL
     mode: Mode
-    refused: list[str]
+    refused: list[str] = field(default_factory=list)  # the queries it refused
+    seen: list[str] = field(default_factory=list)  # every request it received
     base: str = ""  # the proxy's own base URL, known once it listens
 
     def app(self) -> Starlette:
@@ -71,6 +72,7 @@ class StrictFhir:
             client = clients[0]
             path = request.path_params["path"]
             params = list(request.query_params.multi_items())
+            self.seen.append(f"{path}?{urlencode(params)}")
             refusal = self.refusal(request.method, path, params)
             if refusal is not None:
                 self.refused.append(f"{path}?{urlencode(params)}")
@@ -81,7 +83,7 @@ class StrictFhir:
             upstream = await client.request(
                 request.method,
                 f"{self.upstream}/{path}",
-                params=params,
+                params=httpx.QueryParams(params),
                 headers=headers,
                 content=await request.body() or None,
             )
@@ -118,7 +120,7 @@ def _has(params: list[tuple[str, str]], name: str) -> bool:
 @contextmanager
 def strict_fhir(upstream: str, mode: Mode) -> Iterator[StrictFhir]:
     """The proxy listening on 127.0.0.1 in a thread, in front of ``upstream``."""
-    proxy = StrictFhir(upstream.rstrip("/"), mode, [])
+    proxy = StrictFhir(upstream.rstrip("/"), mode)
     server: Any = ServiceThread(proxy.app())  # type: ignore[arg-type]
     with server:
         proxy.base = f"{server.url}/fhir"

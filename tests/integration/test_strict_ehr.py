@@ -10,6 +10,8 @@ prefetch (every resource the server holds for the patient, supplied at once):
 
 from __future__ import annotations
 
+import difflib
+import json
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -21,7 +23,7 @@ import httpx
 import pytest
 import yaml
 
-from cds_service.fixtures import case_patient_id, case_resources, searchset, transaction_bundle
+from cds_service.fixtures import case_patient_id, case_resources, everything_prefetch, transaction_bundle
 from cds_service.main import create_app
 from cds_service.prefetch import render
 from tests.conftest import make_settings
@@ -66,6 +68,7 @@ def patients(sekmet: SekmetServer, fhir_token: str, loaded: FirstLoad) -> list[P
             if not pid.startswith("hw-"):
                 continue  # the Synthea patients: covered by test_fhir_sandbox
             held = {t: _all(http, t, pid) for t in TYPES}
+            held["Patient"] = [http.get(f"/Patient/{pid}").json()]
             out.append(Patient(pid, title, held))
     assert len(out) >= 40 + 200, len(out)
     return out
@@ -111,18 +114,7 @@ def full_prefetch(patient: Patient, mode: Mode) -> dict[str, Any]:
     if mode == "epic":
         held["MedicationStatement"] = []
         held["Condition"] = [c for c in held["Condition"] if _clinical(c) in EPIC_CLINICAL]
-    templates = _service(mode)
-    prefetch: dict[str, Any] = {k: searchset([]) for k in templates if "?" in templates[k]}
-    prefetch["patient"] = None
-    for key, rtype in (("conditions", "Condition"), ("observations", "Observation")):
-        prefetch[key] = searchset(held[rtype])
-    for key, rtype in (
-        ("medicationRequests", "MedicationRequest"),
-        ("medicationStatements", "MedicationStatement"),
-    ):
-        if key in templates:
-            prefetch[key] = searchset(held[rtype])
-    return prefetch
+    return everything_prefetch([r for rs in held.values() for r in rs], _service(mode))
 
 
 def _clinical(condition: dict[str, Any]) -> str | None:
@@ -184,7 +176,7 @@ def test_every_patient_gets_the_cards_of_a_full_prefetch_on_both_paths(
             for path, body in (("EHR prefetch", supplied), ("service fetch", fetched)):
                 got = cards(http.post(service, json=body))
                 if got != full:
-                    out.append(f"{patient.title} ({path}): {_summaries(got)} != {_summaries(full)}")
+                    out.append(f"{patient.title} ({path}): {_difference(got, full)}")
             return out
 
     with ThreadPoolExecutor(4) as pool:
@@ -195,5 +187,9 @@ def test_every_patient_gets_the_cards_of_a_full_prefetch_on_both_paths(
     ]
 
 
-def _summaries(cards: list[dict[str, Any]]) -> list[str]:
-    return [f"{c['indicator']}: {c['summary'][:60]}" for c in cards]
+def _difference(got: list[dict[str, Any]], full: list[dict[str, Any]]) -> str:
+    """The first line that differs between the two answers, for the failure message."""
+    a = json.dumps(got, indent=1, sort_keys=True).splitlines()
+    b = json.dumps(full, indent=1, sort_keys=True).splitlines()
+    diff = list(difflib.unified_diff(b, a, "full prefetch", "this path", n=0, lineterm=""))
+    return " | ".join(diff[2:8])

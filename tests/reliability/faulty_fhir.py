@@ -123,6 +123,7 @@ class FaultyServer:
         self.seen: list[Seen] = []
         self.port = 0
         self.open_connections = 0
+        self.held = 0  # connections kept waiting (hang faults) until the client gives up and closes them
         self._loop: asyncio.AbstractEventLoop | None = None
         self._server: asyncio.AbstractServer | None = None
         self._thread: threading.Thread | None = None
@@ -193,13 +194,14 @@ class FaultyServer:
         with self._lock:
             return [s for s in self.seen if fault is None or s.fault == fault]
 
-    def wait_closed(self, timeout: float = 5.0, at_most: int = 0) -> bool:
-        """True once no more than ``at_most`` connections are open (clients that gave up must not leave
-        any open; ``at_most``: idle keep-alive connections a client already held before)."""
+    def wait_released(self, timeout: float = 30.0) -> bool:
+        """True once no request is held unanswered any more: every client that gave up on a hanging
+        request closed its connection. (Idle keep-alive connections, with no request on them, are the
+        client's pool, not a leak, and are not counted.)"""
         deadline = time.monotonic() + timeout
-        while self.open_connections > at_most and time.monotonic() < deadline:
+        while self.held and time.monotonic() < deadline:
             time.sleep(0.02)
-        return self.open_connections <= at_most
+        return self.held == 0
 
     # -- HTTP ----------------------------------------------------------------------------------------
 
@@ -248,7 +250,7 @@ class FaultyServer:
                 return await self._fhir(path, query, writer)
             if kind == "500":
                 return await _send(writer, 500, operation_outcome(f"{rtype} store offline"))
-            await _until_closed(reader)
+            await self._until_closed(reader)
             return False
         handler = getattr(self, "_fault_" + fault.replace("-", "_"), None)
         if handler is None:
@@ -275,6 +277,15 @@ class FaultyServer:
         assert isinstance(found, list)
         return 200, searchset(found)
 
+    async def _until_closed(self, reader: asyncio.StreamReader) -> None:
+        """Hold the request unanswered until the client closes the connection (or the fault's limit)."""
+        self.held += 1
+        try:
+            with contextlib.suppress(TimeoutError, ConnectionError):
+                await asyncio.wait_for(reader.read(), MAX_FAULT_SECONDS)
+        finally:
+            self.held -= 1
+
     # -- FHIR faults -----------------------------------------------------------------------------------
 
     async def _fault_slow_ok(self, path: str, query: str, reader: Any, writer: asyncio.StreamWriter) -> bool:
@@ -286,7 +297,7 @@ class FaultyServer:
         return await self._fhir(path, query, writer)
 
     async def _fault_hang(self, path: str, query: str, reader: asyncio.StreamReader, writer: Any) -> bool:
-        await _until_closed(reader)
+        await self._until_closed(reader)
         return False
 
     async def _fault_hang_after_headers(
@@ -294,7 +305,7 @@ class FaultyServer:
     ) -> bool:
         writer.write(_head(200, {"Content-Type": "application/fhir+json", "Content-Length": "10000"}))
         await writer.drain()
-        await _until_closed(reader)
+        await self._until_closed(reader)
         return False
 
     async def _fault_drip(self, path: str, query: str, reader: Any, writer: asyncio.StreamWriter) -> bool:
@@ -463,7 +474,7 @@ class FaultyServer:
             await asyncio.sleep(3.0)
             return await _send_raw(writer, 200, body, {"Content-Type": "application/json"})
         if fault == "hang":
-            await _until_closed(reader)
+            await self._until_closed(reader)
             return False
         if fault == "drip":
             writer.write(_head(200, {"Content-Type": "application/json", "Content-Length": str(len(body))}))
@@ -519,11 +530,6 @@ async def _send_raw(
     writer.write(_head(status, {**headers, "Content-Length": str(len(body))}) + body)
     await writer.drain()
     return True
-
-
-async def _until_closed(reader: asyncio.StreamReader) -> None:
-    with contextlib.suppress(TimeoutError, ConnectionError):
-        await asyncio.wait_for(reader.read(), MAX_FAULT_SECONDS)
 
 
 async def _drip(writer: asyncio.StreamWriter, data: bytes, interval: float) -> None:

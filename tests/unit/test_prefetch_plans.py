@@ -83,19 +83,16 @@ def test_profiles_differ_where_the_ehrs_do() -> None:
     assert "medicationStatements" in generic
     assert "medicationStatements" not in epic and "medicationStatements" not in oracle  # none in their R4
     assert "clinical-status=active,inactive,resolved" in epic["conditions"]  # else active only
-    assert generic["observations"].endswith("category=vital-signs,exam,survey")
-    assert epic["observations"].endswith("category=vital-signs,survey")  # Epic has no exam category
-    assert oracle["observations"].endswith("category=vital-signs")
+    assert generic["observations"].endswith("category=exam,survey")
+    assert epic["observations"].endswith("category=survey")  # Epic has no exam category
+    assert "observations" not in oracle  # Oracle has neither: its findings are searched by code
     assert "http://loinc.org|8310-5" in "".join(epic.values())  # system|code where documented
 
 
 def test_refusals_have_fallbacks_where_one_loses_nothing() -> None:
     plans = catalog_for("generic").service("hip-weakness").plans
     assert plans["observations"].fallbacks == (
-        tuple(
-            f"Observation?patient={{{{context.patientId}}}}&category={c}"
-            for c in ("vital-signs", "exam", "survey")
-        ),
+        tuple(f"Observation?patient={{{{context.patientId}}}}&category={c}" for c in ("exam", "survey")),
     )
     assert plans["observationCodes1"].fallbacks == (("Observation?patient={{context.patientId}}",),)
     epic = catalog_for("epic").service("hip-weakness").plans

@@ -21,6 +21,7 @@ from cds_service.definitions import Service
 from cds_service.engine.dates import utc_today
 from cds_service.engine.evaluate import DataNote, Evaluation
 from cds_service.fhir.client import FhirClient
+from cds_service.hookbody import decode_hook_body
 from cds_service.hookcall import AuditSink, Caller, Clock, HookOutcome, NullAudit, utc_now
 from cds_service.logs import correlation_id
 from cds_service.metrics import Metrics
@@ -74,15 +75,21 @@ class Orchestrator:
     async def call(
         self,
         service_id: str,
-        body: Mapping[str, Any],
+        raw: bytes,
         caller: Caller,
         base_url: str,
         *,
         record: bool = True,
+        fhir: bool = True,
     ) -> HookOutcome:
-        """Answer one hook call. Raises domain errors (unknown service, bad envelope, 412)."""
+        """Answer one hook call (``raw``: the request body). Raises domain errors (malformed body, unknown
+        service, bad envelope, 412). ``fhir=False``: evaluate only what the body holds (explain)."""
+        body = decode_hook_body(raw, self.engine.normaliser.worth_reading)
+        if not fhir:
+            body.envelope.pop("fhirServer", None)
+            body.envelope.pop("fhirAuthorization", None)
         service = self.catalog.service(service_id)
-        request = parse_input(HookRequest, body)
+        request = parse_input(HookRequest, body.envelope)
         correlation_id.set(request.hookInstance)
         if request.hook != service.hook:
             raise HookMismatch(
@@ -100,7 +107,12 @@ class Orchestrator:
                     allowed_servers=caller.fhir_servers,
                 )
                 resolved = await resolve(
-                    service, request, self.fhir, access, self.settings.fhir_time_budget_seconds
+                    service,
+                    body.prefetch or {},
+                    request.context,
+                    self.fhir,
+                    access,
+                    self.settings.fhir_time_budget_seconds,
                 )
                 evaluation = self._evaluate(service, context, resolved, started)
                 failed = resolved.failed()

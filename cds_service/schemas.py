@@ -40,6 +40,10 @@ class InvalidInput(ValueError):
         self.prefix = prefix
 
 
+class MalformedJson(ValueError):
+    """The body is not a JSON object, or a repeated member would drop FHIR data (HTTP 400)."""
+
+
 def parse_input(model: type[_Model], data: Any, prefix: str = "") -> _Model:
     """``model.model_validate(data)``, raising :class:`InvalidInput` when the caller's data is invalid."""
     try:

@@ -69,9 +69,7 @@ def cases(today: date) -> list[tuple[str, str, list[dict[str, Any]]]]:
         patient = next(r for r in resources if r.get("resourceType") == "Patient")
         pid = str(patient["id"])
         kept = [
-            workloads.retarget(r, pid)
-            for r in resources
-            if r.get("resourceType") in workloads.PREFETCH_TYPES
+            workloads.retarget(r, pid) for r in resources if r.get("resourceType") in workloads.PREFETCH_TYPES
         ]
         name = "Synthea " + " ".join(stem.split("_")[:2])
         out.append((name, pid, [*kept, *workloads.hip_weakness_finding(pid, today)]))

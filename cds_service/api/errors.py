@@ -22,7 +22,7 @@ from cds_service.audit.database import StoreUnavailable
 from cds_service.catalog import UnknownService
 from cds_service.orchestrate import HookMismatch
 from cds_service.prefetch import InvalidPrefetch, PrefetchUnavailable
-from cds_service.schemas import InvalidInput
+from cds_service.schemas import InvalidInput, MalformedJson
 from cds_service.security import AuthenticationFailed, www_authenticate
 
 logger = logging.getLogger(__name__)
@@ -35,10 +35,6 @@ class RequestTooLarge(Exception):
 
 class UnsupportedMediaType(Exception):
     """The body is declared as something other than JSON."""
-
-
-class MalformedJson(ValueError):
-    """The body is not a JSON object."""
 
 
 class Unauthorized(Exception):

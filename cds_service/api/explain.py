@@ -14,7 +14,7 @@ from __future__ import annotations
 import orjson
 from fastapi import APIRouter, Request, Response
 
-from cds_service.api.body import read_json_object
+from cds_service.api.body import read_body
 from cds_service.api.deps import AuditAccess, StateDep, base_url
 from cds_service.api.openapi_docs import error_response, hook_request_body
 from cds_service.audit.views import ExplainResponse
@@ -57,13 +57,15 @@ async def explain(service_id: str, request: Request, state: StateDep) -> Respons
     Nothing is written to the audit trail. Missing prefetch is fetched only from
     `CDS_EXPLAIN_FHIR_SERVERS`; otherwise only the prefetch in the body is evaluated.
     """
-    body = await read_json_object(request, state.settings.max_request_bytes)
+    raw = await read_body(request, state.settings.max_request_bytes)
     allowed = tuple(state.settings.explain_fhir_servers)
-    if not allowed:
-        body.pop("fhirServer", None)
-        body.pop("fhirAuthorization", None)
     outcome = await state.orchestrator.call(
-        service_id, body, Caller(fhir_servers=allowed), base_url(request, state.settings), record=False
+        service_id,
+        raw,
+        Caller(fhir_servers=allowed),
+        base_url(request, state.settings),
+        record=False,
+        fhir=bool(allowed),
     )
     document = {
         "cards": outcome.response.wire()["cards"],

@@ -15,7 +15,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from cds_service.engine.engine import Engine
-from cds_service.engine.evaluate import CompiledLeaf, CompiledNode, CompiledRule
+from cds_service.engine.evaluate import CompiledLeaf, CompiledNode, CompiledRule, with_empty_outcome
 from cds_service.engine.facts import FACTS, OPERATORS
 from cds_service.engine.model import (
     All,
@@ -209,8 +209,8 @@ def _compile_rule(
                     raise RuleFileError(f"{path}: {where}: fact {leaf.fact}: unknown value set {vs!r}")
                 used_vs.add(vs)
         coded = getattr(params, "valueset", None)
+        names = [coded] if isinstance(coded, str) else list(coded or [])
         for resource_type in fact.reads_codes_of(params):
-            names = [coded] if isinstance(coded, str) else list(coded or [])
             reads_codes.setdefault(resource_type, set()).update(names)
         if leaf.fact == "rule":
             for dep in raw.get("rules") or []:
@@ -234,7 +234,9 @@ def _compile_rule(
         elif leaf.op is not None:
             raise RuleFileError(f"{path}: {where}: boolean fact {leaf.fact} takes no op")
         label = leaf.label or _default_label(leaf.fact, raw, leaf.op, leaf.value)
-        return CompiledLeaf(label, fact, params, raw, leaf.op, compare, leaf.value)
+        record_based = frozenset(names) if fact.reads_codes_of(params) else frozenset()
+        compiled = CompiledLeaf(label, fact, params, raw, leaf.op, compare, leaf.value, record_based)
+        return with_empty_outcome(compiled)
 
     node = compile_node(spec.when, "when")
     depends.discard(spec.id)

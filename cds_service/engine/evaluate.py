@@ -12,7 +12,7 @@ card was (or was not) shown.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date
 from typing import Any
 
@@ -33,6 +33,10 @@ class CompiledLeaf:
     op: str | None
     compare: Callable[[float, float], bool] | None
     threshold: float | bool | None
+    #: For a fact that reads only the records of its value sets: those value sets, and the leaf's outcome
+    #: when none of them holds a record (computed once by ``with_empty_outcome``; most leaves of a call).
+    record_valuesets: frozenset[str] = frozenset()
+    empty: tuple[bool, LeafTrace] | None = None
 
 
 @dataclass(frozen=True)
@@ -203,7 +207,36 @@ def _eval(
 def _eval_leaf(
     leaf: CompiledLeaf, ctx: Context, walk: _Walk, red_flag_rule: bool
 ) -> tuple[bool, tuple[Record, ...]]:
+    if leaf.empty is not None and ctx.by_valueset.keys().isdisjoint(leaf.record_valuesets):
+        passed, trace = leaf.empty  # no record in its value sets: the outcome is known in advance
+        walk.leaves.append(trace)
+        return passed, ()
     result: FactValue = leaf.spec.func(ctx, leaf.params)
+    passed, evidence, near = _outcome(leaf, result)
+    walk.leaves.append(LeafTrace(leaf.label, leaf.spec.name, leaf.raw_params, passed, result.value, evidence))
+    for record in near:
+        walk.notes.append(DataNote(_near_miss_text(record, leaf.label), record.ref(), red_flag_rule))
+    for note in result.notes:
+        walk.notes.append(DataNote(note, "", red_flag_rule))
+    return passed, evidence
+
+
+def with_empty_outcome(leaf: CompiledLeaf) -> CompiledLeaf:
+    """The leaf with its outcome over no records, when its fact reads only its value sets' records (a
+    finding, a score, a quantity, a medication, a draft order): the same answer ``_eval_leaf`` would give,
+    computed once at start-up instead of on every call. Other facts are returned unchanged."""
+    if not leaf.record_valuesets:
+        return leaf
+    result = leaf.spec.func(Context(today=date.min, records=(), by_valueset={}), leaf.params)
+    passed, evidence, near = _outcome(leaf, result)
+    if evidence or near or result.notes:
+        return leaf  # not a constant outcome: evaluated on every call
+    trace = LeafTrace(leaf.label, leaf.spec.name, leaf.raw_params, passed, result.value, ())
+    return replace(leaf, empty=(passed, trace))
+
+
+def _outcome(leaf: CompiledLeaf, result: FactValue) -> tuple[bool, tuple[Record, ...], list[Record]]:
+    """Whether the leaf passed, the evidence it keeps, and the undated records that nearly counted."""
     if leaf.compare is not None:
         value = result.value
         passed = (
@@ -220,12 +253,7 @@ def _eval_leaf(
     if passed and leaf.spec.value_of_a_record and leaf.compare is not None:
         threshold = float(leaf.threshold or 0)
         evidence = tuple(r for r in evidence if r.number is None or leaf.compare(r.number, threshold))
-    walk.leaves.append(LeafTrace(leaf.label, leaf.spec.name, leaf.raw_params, passed, result.value, evidence))
-    for record in near:
-        walk.notes.append(DataNote(_near_miss_text(record, leaf.label), record.ref(), red_flag_rule))
-    for note in result.notes:
-        walk.notes.append(DataNote(note, "", red_flag_rule))
-    return passed, evidence
+    return passed, evidence, near
 
 
 def _near_miss_text(record: Record, label: str) -> str:

@@ -39,12 +39,13 @@ from cds_service.engine.records import (
     StatusPolicy,
     Unreadable,
 )
-from cds_service.engine.terminology import Terminology
+from cds_service.engine.terminology import CodingLike, Terminology
 from cds_service.engine.values import ValueReader
 
 #: Unmatched codes reported when no known code system is among them (see ``Normaliser._unknown_code``).
 _SYSTEM_CHECKED = frozenset({"Condition", "MedicationRequest", "MedicationStatement"})
 _SUPPORTED_FOLDED = frozenset(t.lower() for t in (*SUPPORTED_TYPES, "Patient"))
+_KEPT_TYPES = frozenset({*SUPPORTED_TYPES, "Patient", "Medication", "OperationOutcome"})
 
 
 class Normaliser:
@@ -92,6 +93,23 @@ class Normaliser:
             elif not isinstance(rtype, str) or rtype.lower() in _SUPPORTED_FOLDED:
                 out.unreadable.append(not_a_resource(resource, rtype))
         return out
+
+    def worth_reading(
+        self,
+        rtype: object,
+        codings: Iterable[CodingLike] | None,
+        components: Iterable[Iterable[CodingLike] | None] = (),
+    ) -> bool:
+        """Whether ``normalise`` could make anything of a resource, from its type, its ``code``'s codings
+        (None: no code) and each ``component``'s (None: a component without a code object, which is
+        skipped): False only where it would certainly skip it, so that a decoder can leave the rest of
+        the resource unread (most of a prefetch is vital signs and laboratory results no rule reads).
+        Every other type the normaliser reads, a misspelt or missing type (reported), a Medication (read
+        through references) and an OperationOutcome (the prefetch ladder reads it) are kept."""
+        if rtype != "Observation":
+            return not isinstance(rtype, str) or rtype in _KEPT_TYPES or rtype.lower() in _SUPPORTED_FOLDED
+        worth = self.terminology.worth_reading
+        return worth(codings or ()) or any(part is not None and worth(part) for part in components)
 
     # -- per resource ------------------------------------------------------------------------------
 

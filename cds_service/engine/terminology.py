@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import NamedTuple
+from typing import NamedTuple, Protocol
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,6 +68,16 @@ class Match:
 
 
 NO_MATCH = Match(frozenset())
+
+
+class CodingLike(Protocol):
+    """A coding as a decoder holds it before any dict exists (``hookbody``'s typed structures)."""
+
+    @property
+    def system(self) -> object: ...
+
+    @property
+    def code(self) -> object: ...
 
 
 class Matched(NamedTuple):
@@ -189,6 +199,22 @@ class Terminology:
                 if first is None:
                     first = (system, code)
         return Matched(found, laterality, first, usable)
+
+    def worth_reading(self, codings: Iterable[CodingLike]) -> bool:
+        """Whether a concept's codings could mean something to the rules: one is in a value set, or none
+        is usable at all (then it is reported). ``match_codings`` without building its answer, over
+        objects with ``system`` and ``code`` attributes: a decoder calls it for every resource of a
+        prefetch before any dict exists."""
+        usable = False
+        cache = self._cache
+        for coding in codings:
+            system, code = coding.system, coding.code
+            if type(system) is not str or type(code) is not str:
+                continue
+            usable = usable or not (system.isspace() or code.isspace() or not system or not code)
+            if (cache.get((system, code)) or self.match(system, code)).valuesets:
+                return True
+        return not usable
 
 
 def _clean_uri(uri: str, *, prefix: bool = False) -> str:

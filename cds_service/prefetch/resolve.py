@@ -25,8 +25,7 @@ from cds_service.definitions import Service
 from cds_service.fhir.client import FhirClient
 from cds_service.prefetch.fetch import FhirAccess, KeyFetch, run_until
 from cds_service.prefetch.medications import fetch_referenced_medications
-from cds_service.prefetch.supplied import read_supplied
-from cds_service.schemas import HookRequest
+from cds_service.prefetch.supplied import InvalidPrefetch, Supplied
 
 logger = logging.getLogger(__name__)
 
@@ -73,17 +72,24 @@ class Resolved:
 
 
 async def resolve(
-    service: Service, request: HookRequest, fhir: FhirClient, access: FhirAccess, budget_seconds: float
+    service: Service,
+    supplied: Mapping[str, Supplied | InvalidPrefetch | None],
+    context: Mapping[str, Any],
+    fhir: FhirClient,
+    access: FhirAccess,
+    budget_seconds: float,
 ) -> Resolved:
-    """Resolve every prefetch key of ``service`` within ``budget_seconds``."""
+    """Resolve every prefetch key of ``service`` within ``budget_seconds``. ``supplied``: the request's
+    prefetch, read (``hookbody``); ``context``: the hook context, for the templates' tokens."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + budget_seconds
-    supplied = request.prefetch or {}
     results: dict[str, KeyResult] = {}
     jobs: dict[str, tuple[KeyFetch, Any]] = {}
     earlier: dict[str, str] = {}  # key -> what the EHR said when it could not obtain the data
     for key, plan in service.plans.items():
-        value = read_supplied(key, supplied[key]) if key in supplied else None
+        value = supplied.get(key)
+        if isinstance(value, InvalidPrefetch):
+            raise value
         if key in supplied and value is None:
             results[key] = KeyResult(key, "null", about=plan.about)
             continue
@@ -91,7 +97,7 @@ async def resolve(
             earlier[key] = value.problem
             logger.info("prefetch %s: EHR reported it could not obtain it", key)
         elif value is not None:
-            results[key] = KeyResult(key, "supplied", value.resources, len(value.resources), about=plan.about)
+            results[key] = KeyResult(key, "supplied", value.resources, value.count, about=plan.about)
             if value.first_page is None:
                 continue
         if not access.usable:
@@ -107,7 +113,7 @@ async def resolve(
             continue
         job = KeyFetch(plan)
         first = value.first_page if value is not None else None
-        jobs[key] = (job, job.page(fhir, access, first) if first else job.run(fhir, access, request.context))
+        jobs[key] = (job, job.page(fhir, access, first) if first else job.run(fhir, access, context))
     if jobs:
         await run_until([coroutine for _, coroutine in jobs.values()], deadline - loop.time())
         for key, (job, _) in jobs.items():

@@ -27,9 +27,14 @@ class InvalidPrefetch(ValueError):
 class Supplied:
     """One supplied value, read: its resources, why the EHR could not obtain it, or its next page."""
 
-    resources: list[dict[str, Any]] = field(default_factory=list)
+    resources: list[dict[str, Any]] = field(default_factory=list)  # those a rule could use, at least
     problem: str | None = None  # the EHR could not obtain the data (an OperationOutcome)
     first_page: Mapping[str, Any] | None = None  # a Bundle with link[next]: the rest is to be paged
+    total: int | None = None  # resources the EHR sent (None: all of them are in ``resources``)
+
+    @property
+    def count(self) -> int:
+        return len(self.resources) if self.total is None else self.total
 
 
 def read_supplied(key: str, value: object) -> Supplied | None:

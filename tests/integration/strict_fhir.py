@@ -83,7 +83,7 @@ class StrictFhir:
             upstream = await client.request(
                 request.method,
                 f"{self.upstream}/{path}",
-                params=httpx.QueryParams(params),
+                params=httpx.QueryParams(list(params)),
                 headers=headers,
                 content=await request.body() or None,
             )

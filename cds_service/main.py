@@ -158,7 +158,7 @@ def create_app(
             app.state.cds = AppState(
                 settings, catalog, orchestrator, authenticator, http, trail, metrics, examples, artefacts
             )
-            _settle_memory()
+            settle_memory()
             logger.info(
                 "ready: %d services, %d rules (rules version %s)",
                 len(catalog.services),
@@ -255,7 +255,7 @@ def _make_data_dir(settings: Settings) -> None:
         logger.error("data directory %s cannot be created: %s", settings.data_dir, exc.strerror or exc)
 
 
-def _settle_memory() -> None:
+def settle_memory() -> None:
     """Keep the cyclic garbage collector off the latency path (docs/performance.md).
 
     ``gc.freeze()`` moves the ~50k start-up objects (FastAPI, pydantic, fhir.resources, rules) out of

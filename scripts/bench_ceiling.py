@@ -1,8 +1,9 @@
 """The ceiling: a bare FastAPI endpoint that parses the hook request body and returns one card-sized JSON.
 
 The same app as the reference measurement (``python-ecosystem.md`` §7, ``/orjson`` in ``app_freeze.py``):
-``orjson.loads(await request.body())``, a fixed response serialised with orjson, and ``gc.collect();
-gc.freeze()`` at import so that full collections do not walk the framework's start-up objects. Anything the
+``orjson.loads(await request.body())``, a fixed response serialised with orjson, and the service's own GC
+treatment at import (``cds_service.main.settle_memory``: ``gc.freeze()`` and the same thresholds), so that
+the two differ only in what the service does. Anything the
 service does beyond this (validation, prefetch, engine, cards) is what the ratio to this ceiling measures.
 
 It is served exactly as the service is (``cds_service.serving``: 2 uvicorn workers, one SO_REUSEPORT socket
@@ -16,11 +17,12 @@ anywhere from 788 to 2,038 requests/s between runs.
 from __future__ import annotations
 
 import argparse
-import gc
 from typing import Any
 
 import orjson
 from fastapi import FastAPI, Request, Response
+
+from cds_service.main import settle_memory
 
 _ACTIONS = [
     {"system": "http://terminology.hl7.org/CodeSystem/non-adherence-reason-codes", "code": c, "display": d}
@@ -120,8 +122,7 @@ async def ceiling(request: Request) -> Response:
     return Response(content=orjson.dumps(CARD), media_type="application/json")
 
 
-gc.collect()
-gc.freeze()
+settle_memory()  # the service's own GC treatment (freeze after start-up, the same thresholds)
 
 
 if __name__ == "__main__":

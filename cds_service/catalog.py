@@ -14,10 +14,11 @@ from pathlib import Path
 
 from cds_service.cards import CardBook
 from cds_service.definitions import CategoriesFile, CategorySpec, Service
+from cds_service.engine.code_files import ValueSetFile
 from cds_service.engine.compile import build_engine
 from cds_service.engine.engine import Engine
 from cds_service.engine.evaluate import CompiledRule
-from cds_service.engine.model import PolicyFile, ValueSetFile
+from cds_service.engine.model import PolicyFile
 from cds_service.orders import build_order_templates
 from cds_service.prefetch.derive import derive_services
 from cds_service.registry import RuleFiles, load_rule_files

@@ -16,15 +16,12 @@ as they were: orjson's and pydantic's, naming the field. One difference, on purp
 double's range (1e400) inside a resource no rule reads is skipped unread, as valid JSON (RFC 8259 sets no
 range), where orjson refused the whole body; in anything read it is still refused (400).
 
-Duplicate member names (docs/reliability.md): a repeated member whose discarded value held FHIR data is
-refused (400). The check counts ``"resourceType"`` in the bytes against the resources kept, and only when
-the counts differ parses the body again keeping every member (``refuse_dropped_resources``).
+Repeated member names that would drop FHIR data are refused (400, ``repeated_members``).
 """
 
 from __future__ import annotations
 
-import json
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -34,6 +31,13 @@ import orjson
 from cds_service.engine.terminology import CodingLike
 from cds_service.fhir.client import outcome_is_error, outcome_text
 from cds_service.prefetch.supplied import InvalidPrefetch, Supplied, has_next, read_supplied
+from cds_service.repeated_members import (
+    contained_count,
+    count_resources,
+    draft_resources,
+    kept_resources,
+    refuse_dropped_resources,
+)
 from cds_service.schemas import MalformedJson
 
 #: Whether the normaliser could use a resource, from its ``resourceType``, its code's codings and each
@@ -41,7 +45,6 @@ from cds_service.schemas import MalformedJson
 WorthReading = Callable[[object, Iterable[CodingLike] | None, Iterable[Iterable[CodingLike] | None]], bool]
 Prefetched = Supplied | InvalidPrefetch | None
 ENVELOPE = ("hook", "hookInstance", "fhirServer", "fhirAuthorization", "context", "prefetch", "extension")
-_RESOURCE_TYPE = b'"resourceType"'
 _UNSET = msgspec.UNSET
 
 
@@ -136,7 +139,7 @@ def _fast(top: _Top, worth_reading: WorthReading) -> HookBody:
     envelope = {k: v for k, v in envelope.items() if v is not _UNSET}
     if top.prefetch is None:
         envelope["prefetch"] = None
-    body = HookBody(envelope, kept=_draft_resources(envelope.get("context")))
+    body = HookBody(envelope, kept=draft_resources(envelope.get("context")))
     if isinstance(top.prefetch, dict):
         body.prefetch = {}
         for key, value in top.prefetch.items():
@@ -173,7 +176,7 @@ def _read_fast(key: str, value: _Value | None, worth_reading: WorthReading) -> t
     """One prefetch value: (what it holds, resources counted for the duplicate-member check)."""
     if value is None:
         return None, 0
-    kept = 1 + _contained(value.contained)
+    kept = 1 + contained_count(value.contained)
     if value.resourceType == "OperationOutcome":
         return _read_value(key, {"resourceType": "OperationOutcome", "issue": value.issue}), kept
     if value.resourceType == "Patient":
@@ -192,12 +195,12 @@ def _read_fast(key: str, value: _Value | None, worth_reading: WorthReading) -> t
             whole = _ANY.decode(entry.resource)
             if type(whole) is dict:
                 total += 1
-                kept += _count_resources(whole)
+                kept += count_resources(whole)
                 resources.append(whole)  # the normaliser reads (or reports) it as before
             continue
         total += 1
         if head.resourceType is not _UNSET:
-            kept += 1 + _contained(head.contained)
+            kept += 1 + contained_count(head.contained)
         if head.resourceType == "OperationOutcome":
             total -= 1  # information for the reader, not patient data
             outcome = _ANY.decode(entry.resource)
@@ -217,87 +220,3 @@ def _component_codings(parts: object) -> list[list[_Coding] | None]:
     if not isinstance(parts, list):
         return []
     return [(_codings(p.code) or []) if isinstance(p.code, _Concept) else None for p in parts]
-
-
-def _contained(contained: object) -> int:
-    if type(contained) is not list:
-        return 0
-    return sum(1 for c in contained if type(c) is dict and "resourceType" in c)
-
-
-def _count_resources(root: object) -> int:
-    """Resources where CDS Hooks bodies carry them in one value: itself, its contained, its entries."""
-    if type(root) is not dict or "resourceType" not in root:
-        return 0
-    count = 1 + _contained(root.get("contained"))
-    entries = root.get("entry")
-    for entry in entries if type(entries) is list else ():
-        resource = entry.get("resource") if type(entry) is dict else None
-        if type(resource) is dict and "resourceType" in resource:
-            count += 1 + _contained(resource.get("contained"))
-    return count
-
-
-def _draft_resources(context: object) -> int:
-    return _count_resources(context.get("draftOrders")) if isinstance(context, dict) else 0
-
-
-def kept_resources(data: Mapping[str, Any]) -> int:
-    """Resources a parsed body still holds where CDS Hooks bodies carry them (an undercount elsewhere
-    only costs the exact check): prefetch values, Bundle entries, ``contained``, ``context.draftOrders``."""
-    prefetch = data.get("prefetch")
-    values = list(prefetch.values()) if type(prefetch) is dict else []
-    return sum(_count_resources(v) for v in values) + _draft_resources(data.get("context"))
-
-
-# -- repeated member names -------------------------------------------------------------------------------
-
-
-class _DroppedResource(Exception):
-    def __init__(self, name: str) -> None:
-        super().__init__(name)
-        self.name = name
-
-
-def refuse_dropped_resources(raw: bytes, kept: int) -> None:
-    """``MalformedJson`` when a repeated member name would discard a value holding a FHIR resource.
-
-    Cheap test first: every ``"resourceType"`` in the bytes must be a resource the decoded body kept.
-    When the counts differ (a value was dropped, or a resource sits somewhere else) the body is parsed
-    again with the standard library, keeping every member, to decide exactly."""
-    present = raw.count(_RESOURCE_TYPE)
-    if present == 0 or present == kept:
-        return
-    try:
-        json.loads(raw, object_pairs_hook=_members_checked)
-    except _DroppedResource as dropped:
-        raise MalformedJson(
-            f"member {dropped.name[:40]!r} appears twice in one object and the value that would be ignored "
-            "holds FHIR data; send each member once"
-        ) from None
-    except RecursionError:
-        raise MalformedJson("body is nested too deeply to be checked for repeated members") from None
-    except ValueError:
-        return  # not JSON at all: already answered by the parser
-
-
-def _members_checked(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    members: dict[str, Any] = {}
-    for name, value in pairs:
-        if name in members and _holds_resource(members[name]):
-            raise _DroppedResource(name)
-        members[name] = value
-    return members
-
-
-def _holds_resource(value: object) -> bool:
-    stack = [value]
-    while stack:
-        item = stack.pop()
-        if isinstance(item, dict):
-            if isinstance(item.get("resourceType"), str):
-                return True
-            stack.extend(item.values())
-        elif isinstance(item, list):
-            stack.extend(item)
-    return False

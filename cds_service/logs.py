@@ -7,12 +7,12 @@ the call sites to exclude PHI and secrets (no tokens, names, identifiers or pati
 
 from __future__ import annotations
 
-import json
 import logging
 import logging.config
 from contextvars import ContextVar
-from datetime import UTC, datetime
 from typing import Any
+
+from pythonjsonlogger.json import JsonFormatter
 
 from cds_service.config import LogFormat, Settings
 
@@ -27,18 +27,15 @@ class CorrelationFilter(logging.Filter):
         return True
 
 
-class JsonFormatter(logging.Formatter):
-    def format(self, record: logging.LogRecord) -> str:
-        entry = {
-            "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
-            "level": record.levelname,
-            "logger": record.name,
-            "correlation_id": getattr(record, "correlation_id", "-"),
-            "message": record.getMessage(),
-        }
-        if record.exc_info:
-            entry["exception"] = self.formatException(record.exc_info)
-        return json.dumps(entry, ensure_ascii=False)
+def json_formatter() -> logging.Formatter:
+    """One JSON object per line (python-json-logger): time (ISO 8601, UTC), level, logger, correlation
+    id, message, and the exception when there is one."""
+    return JsonFormatter(
+        "%(levelname)s %(name)s %(correlation_id)s %(message)s",
+        rename_fields={"levelname": "level", "name": "logger", "exc_info": "exception"},
+        timestamp="time",
+        json_ensure_ascii=False,
+    )
 
 
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s [%(correlation_id)s] %(message)s"
@@ -48,7 +45,7 @@ def logging_config(settings: Settings) -> dict[str, Any]:
     """A ``logging.config.dictConfig`` for the process: uvicorn applies it in every worker."""
     level = settings.log_level.upper()
     formatter = (
-        {"()": "cds_service.logs.JsonFormatter"}
+        {"()": "cds_service.logs.json_formatter"}
         if settings.log_format is LogFormat.json
         else {"format": TEXT_FORMAT}
     )

@@ -20,18 +20,16 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from cds_service.definitions import CategoriesFile, ProfilesFile, ServicesFile
-from cds_service.engine.model import (
+from cds_service.engine.code_files import (
     CodeEntry,
     CodeSystemsFile,
     CodeSystemSpec,
     ExtraCodesFile,
-    PolicyFile,
     QuantitiesFile,
-    RuleFile,
-    RuleFileError,
     StatusFile,
     ValueSetFile,
 )
+from cds_service.engine.model import PolicyFile, RuleFile, RuleFileError
 
 logger = logging.getLogger(__name__)
 M = TypeVar("M", bound=BaseModel)

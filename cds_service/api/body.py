@@ -4,7 +4,7 @@ here with orjson, hook bodies by ``hookbody`` (which decodes only what the rules
 orjson rejects NaN, invalid UTF-8 and nesting deeper than 1024 levels by itself. Duplicate member names
 are resolved last-wins (RFC 8259 leaves it open; HAPI FHIR, Jackson and .NET do the same), **except**
 when the value that last-wins would throw away holds FHIR resources: the body is refused (400,
-``hookbody.refuse_dropped_resources``, docs/reliability.md).
+``repeated_members``, docs/reliability.md).
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from fastapi import Request
 
 from cds_service.api.errors import RequestTooLarge, UnsupportedMediaType
 from cds_service.capped import read_capped
-from cds_service.hookbody import kept_resources, refuse_dropped_resources
+from cds_service.repeated_members import kept_resources, refuse_dropped_resources
 from cds_service.schemas import MalformedJson
 
 

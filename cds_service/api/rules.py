@@ -18,8 +18,9 @@ from cds_service.api.deps import StateDep
 from cds_service.api.negotiate import wants_html
 from cds_service.api.openapi_docs import error_response
 from cds_service.catalog import Catalog
+from cds_service.engine.code_files import ValueSetFile
 from cds_service.engine.facts import vocabulary
-from cds_service.engine.model import CardText, Evidence, OrderSpec, ValueSetFile
+from cds_service.engine.model import CardText, Evidence, OrderSpec
 
 router = APIRouter(tags=["Rules"])
 #: Browsers (``Accept: text/html``) get a page, API clients JSON: documented on each route.

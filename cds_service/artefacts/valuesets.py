@@ -30,7 +30,7 @@ from cds_service.artefacts.common import (
     computable_name,
 )
 from cds_service.catalog import Catalog
-from cds_service.engine.model import CodeEntry
+from cds_service.engine.code_files import CodeEntry
 from cds_service.engine.terminology import CodeSystem, Terminology
 
 _SITE = [{"url": SITE_CODE, "valueBoolean": True}]

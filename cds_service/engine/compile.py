@@ -14,23 +14,19 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from cds_service.engine.code_files import CodeEntry, CodeSystemSpec, QuantitiesFile, StatusFile, ValueSetFile
 from cds_service.engine.engine import Engine
 from cds_service.engine.evaluate import CompiledLeaf, CompiledNode, CompiledRule, with_empty_outcome
 from cds_service.engine.facts import FACTS, OPERATORS
 from cds_service.engine.model import (
     All,
     Any_,
-    CodeEntry,
-    CodeSystemSpec,
     Leaf,
     Node,
     Not,
     PolicyFile,
-    QuantitiesFile,
     RuleFile,
     RuleFileError,
-    StatusFile,
-    ValueSetFile,
     leaf_params,
 )
 from cds_service.engine.normalise import Normaliser

@@ -15,8 +15,8 @@ from jinja2 import Environment, PackageLoader, select_autoescape
 from markupsafe import Markup, escape
 
 from cds_service.catalog import Catalog
+from cds_service.engine.code_files import ValueSetFile
 from cds_service.engine.evaluate import CompiledRule
-from cds_service.engine.model import ValueSetFile
 from cds_service.pages.examples import ExamplePatient
 from cds_service.pages.views import PATHWAY_NAMES, index_page, rule_page
 

@@ -15,7 +15,7 @@ import respx
 from fastapi.testclient import TestClient
 
 from cds_service.fixtures import default_templates
-from cds_service.logs import CorrelationFilter, JsonFormatter
+from cds_service.logs import CorrelationFilter, json_formatter
 from cds_service.main import create_app
 from cds_service.settings_doc import END, START, settings_reference
 from tests.conftest import make_settings
@@ -174,7 +174,7 @@ def test_json_log_lines_carry_the_correlation_id(client: TestClient) -> None:
     stream = io.StringIO()
     handler = logging.StreamHandler(stream)
     handler.addFilter(CorrelationFilter())
-    handler.setFormatter(JsonFormatter())
+    handler.setFormatter(json_formatter())
     root = logging.getLogger()
     level = root.level
     root.addHandler(handler)

@@ -24,7 +24,8 @@ from typing import Any
 
 import orjson
 
-from cds_service.fixtures import SYSTEMS, everything_prefetch, transaction_bundle
+from cds_service.fixtures import SYSTEMS, transaction_bundle
+from cds_service.tools.local_search import everything_prefetch
 
 ROOT = Path(__file__).resolve().parent.parent
 SHARED_SYNTHEA = ROOT.parent / "shared" / "data" / "synthea"

@@ -12,14 +12,8 @@ import json
 import sys
 from pathlib import Path
 
-from cds_service.fixtures import (
-    ANCHOR,
-    case_patient_id,
-    case_resources,
-    prefetch_for,
-    transaction_bundle,
-    validate_r4,
-)
+from cds_service.fixtures import ANCHOR, case_patient_id, case_resources, transaction_bundle, validate_r4
+from cds_service.tools.local_search import prefetch_for
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_SOURCE = ROOT.parent / "shared" / "clinical" / "vignettes-public.json"

@@ -9,7 +9,8 @@ from datetime import UTC, datetime, time
 from pathlib import Path
 from typing import Any
 
-from cds_service.fixtures import ANCHOR, case_patient_id, case_resources, prefetch_for
+from cds_service.fixtures import ANCHOR, case_patient_id, case_resources
+from cds_service.tools.local_search import prefetch_for
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = ROOT / "fhir_fixtures"

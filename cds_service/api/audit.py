@@ -16,7 +16,7 @@ from fastapi import APIRouter, HTTPException, Path, Query
 from cds_service.api.deps import AuditAccess, StateDep
 from cds_service.api.openapi_docs import error_response
 from cds_service.audit.examples import DETAIL_EXAMPLE, PAGE_EXAMPLE, STATS_EXAMPLE
-from cds_service.audit.repository import InvocationFilter
+from cds_service.audit.queries import InvocationFilter
 from cds_service.audit.views import InvocationDetail, InvocationPage, StatsResponse
 from cds_service.engine.dates import as_utc
 

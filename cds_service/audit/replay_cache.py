@@ -26,12 +26,12 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from cds_service.audit.database import Database, describe_error
 from cds_service.audit.tables import jwt_replay
+from cds_service.audit.throttle import ThrottledLog
 from cds_service.security import MemoryReplayCache
 
 logger = logging.getLogger(__name__)
 
 CLEANUP_INTERVAL_SECONDS = 60.0
-ERROR_LOG_INTERVAL_SECONDS = 60.0
 
 
 class DatabaseReplayCache:
@@ -51,7 +51,7 @@ class DatabaseReplayCache:
         self._clock = clock
         self._down_until = 0.0
         self._next_cleanup = 0.0
-        self._last_error_log: float | None = None
+        self._errors = ThrottledLog(logger, clock)
         self.fallbacks = 0
 
     async def check_and_store(self, iss: str, jti: str, expires_at: float) -> bool:
@@ -66,14 +66,13 @@ class DatabaseReplayCache:
         except SQLAlchemyError as exc:
             self._down_until = now + self._retry_seconds
             self.fallbacks += 1
-            if self._last_error_log is None or now - self._last_error_log >= ERROR_LOG_INTERVAL_SECONDS:
-                self._last_error_log = now
-                logger.error(
-                    "jti replay check: database unavailable (%s); using this process's memory only, so "
-                    "replays against other workers go undetected until it is back (fallbacks=%d)",
-                    describe_error(exc),
-                    self.fallbacks,
-                )
+            self._errors.error(
+                "database",
+                "jti replay check: database unavailable (%s); using this process's memory only, so "
+                "replays against other workers go undetected until it is back (fallbacks=%d)",
+                describe_error(exc),
+                self.fallbacks,
+            )
             return False
         return seen
 

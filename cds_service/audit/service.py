@@ -17,8 +17,9 @@ from sqlalchemy.exc import SQLAlchemyError
 from cds_service.audit.database import Database, StoreUnavailable, describe_error
 from cds_service.audit.feedback import FeedbackEntry
 from cds_service.audit.pseudonym import PatientPseudonym
+from cds_service.audit.queries import InvocationFilter
 from cds_service.audit.replay_cache import DatabaseReplayCache
-from cds_service.audit.repository import AuditStore, InvocationFilter
+from cds_service.audit.repository import AuditStore
 from cds_service.audit.spool import Spool
 from cds_service.audit.stats import build_stats
 from cds_service.audit.views import InvocationDetail, InvocationPage, StatsResponse

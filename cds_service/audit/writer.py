@@ -33,12 +33,10 @@ from cds_service.audit.pseudonym import PatientPseudonym
 from cds_service.audit.records import InvocationRecord, build_record
 from cds_service.audit.repository import AuditStore
 from cds_service.audit.spool import Spool, SpoolFull, SpoolUnavailable
+from cds_service.audit.throttle import ThrottledLog
 from cds_service.hookcall import HookOutcome
 
 logger = logging.getLogger(__name__)
-
-#: Repeated errors of one kind are logged at most this often.
-ERROR_LOG_INTERVAL_SECONDS = 60.0
 
 
 @dataclass
@@ -96,7 +94,7 @@ class AuditWriter:
         self._spool_ok = True
         self._orphan_backlog = 0
         self._next_retry = 0.0
-        self._last_error_log: dict[str, float] = {}
+        self._errors = ThrottledLog(logger, clock)
         self.c = WriterCounters()
 
     # -- AuditSink -------------------------------------------------------------------------------------
@@ -114,7 +112,7 @@ class AuditWriter:
     def enqueue(self, record: InvocationRecord) -> None:
         if len(self._queue) >= self._queue_max:
             self.c.dropped += 1
-            self._log_error(
+            self._errors.error(
                 "queue-full",
                 "audit: queue full (%d records); a record was dropped (dropped=%d): the store or the "
                 "spool cannot keep up",
@@ -284,11 +282,9 @@ class AuditWriter:
         self.c.store_available = False
         self._next_retry = self._clock() + self._retry_seconds
         message = "audit store unavailable (%s): records are spooled and retried every %g s (backlog=%d)"
-        if was_available:
-            self._last_error_log["store"] = self._clock()
-            logger.error(message, describe_error(exc), self._retry_seconds, self.backlog())
-        else:
-            self._log_error("store", message, describe_error(exc), self._retry_seconds, self.backlog())
+        self._errors.error(
+            "store", message, describe_error(exc), self._retry_seconds, self.backlog(), force=was_available
+        )
 
     async def _spool_or_drop(self, batch: list[InvocationRecord]) -> None:
         if not batch:
@@ -297,12 +293,12 @@ class AuditWriter:
             try:
                 await self._database.run(self._spool.append, batch)
             except (SpoolFull, SpoolUnavailable) as exc:
-                self._log_error("spool", "audit: cannot spool (%s); records dropped", exc)
+                self._errors.error("spool", "audit: cannot spool (%s); records dropped", exc)
             else:
                 self.c.spooled += len(batch)
                 return
         else:
-            self._log_error("spool", "audit: no spool while the store is down; records dropped")
+            self._errors.error("spool", "audit: no spool while the store is down; records dropped")
         self.c.dropped += len(batch)
         logger.debug("audit: %d records dropped (total %d)", len(batch), self.c.dropped)
 
@@ -311,13 +307,6 @@ class AuditWriter:
         while self._queue and len(batch) < n:
             batch.append(self._queue.popleft())
         return batch
-
-    def _log_error(self, kind: str, message: str, *args: object) -> None:
-        now = self._clock()
-        last = self._last_error_log.get(kind)
-        if last is None or now - last >= ERROR_LOG_INTERVAL_SECONDS:
-            self._last_error_log[kind] = now
-            logger.error(message, *args)
 
 
 def _safe_instance(outcome: HookOutcome) -> str:

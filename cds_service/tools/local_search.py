@@ -1,18 +1,24 @@
 """FHIR R4 search over a patient's resources held in memory, as an EHR runs a prefetch template.
 
-Used to build hook requests the way an EHR would (``fixtures.prefetch_for``) and by the tests' strict
-FHIR server: reads (``Type/id``) and searches with the parameters prefetch templates use, matched as
-FHIR R4 defines token search (§2.1.1.4.9): ``code=c`` matches a coding with that code in any system,
-``code=s|c`` only in system ``s``, commas OR values, parameters AND. A parameter it does not know raises
-``UnsupportedSearch`` (a strict server answers 400), so a template can never be silently widened.
+Used to build hook requests the way an EHR would (``prefetch_for``, ``everything_prefetch``) and by
+the tests' strict FHIR server: reads (``Type/id``) and searches with the parameters prefetch
+templates use, matched as FHIR R4 defines token search (§2.1.1.4.9): ``code=c`` matches a coding
+with that code in any system, ``code=s|c`` only in system ``s``, commas OR values, parameters AND.
+A parameter it does not know raises ``UnsupportedSearch``
+(a strict server answers 400), so a template can never be silently widened.
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Mapping
+from functools import lru_cache
 from typing import Any
 from urllib.parse import parse_qsl
+
+from cds_service.config import PROJECT_ROOT
+from cds_service.fixtures import searchset
+from cds_service.prefetch.templates import render
 
 #: Search parameter -> the element(s) holding its tokens, per resource type (None: any type).
 TOKEN_PATHS: dict[str, tuple[str, ...]] = {
@@ -87,3 +93,52 @@ def _split(value: str) -> list[str]:
 
 def _unescape(value: str) -> str:
     return re.sub(r"\\(.)", r"\1", value)
+
+
+def prefetch_for(
+    resources: Iterable[Mapping[str, Any]],
+    templates: Mapping[str, str] | None = None,
+    patient_id: str | None = None,
+) -> dict[str, Any]:
+    """A service's prefetch as an EHR sends it: each template run against the patient's resources
+    (``tools.local_search``, FHIR token search). Default templates: the hip-weakness service's, generic
+    profile. The patient is the Patient among ``resources`` unless ``patient_id`` is given."""
+    items = list(resources)
+    if patient_id is None:
+        patient_id = next((str(r["id"]) for r in items if r.get("resourceType") == "Patient"), "unknown")
+    context = {"patientId": patient_id, "userId": "Practitioner/example"}
+    prefetch: dict[str, Any] = {}
+    for key, template in (templates or default_templates()).items():
+        relative = render(template, context)
+        assert relative is not None, template
+        found = run(relative, items)
+        prefetch[key] = searchset(found) if isinstance(found, list) else found
+    return prefetch
+
+
+def everything_prefetch(
+    resources: Iterable[Mapping[str, Any]], templates: Mapping[str, str] | None = None
+) -> dict[str, Any]:
+    """Every resource of the patient supplied at once, each type under the first key that searches it
+    (the other keys empty): an EHR that sends more than it is asked for, the reference a narrowed
+    prefetch is compared with, and the benchmark's large prefetch."""
+    by_type: dict[str, list[Mapping[str, Any]]] = {}
+    for r in resources:
+        by_type.setdefault(str(r["resourceType"]), []).append(r)
+    prefetch: dict[str, Any] = {}
+    for key, template in (templates or default_templates()).items():
+        rtype = template.split("?")[0].split("/")[0]
+        if "?" not in template:
+            found = by_type.get(rtype)
+            prefetch[key] = found[0] if found else None
+        else:
+            prefetch[key] = searchset(by_type.pop(rtype, []))
+    return prefetch
+
+
+@lru_cache(maxsize=4)
+def default_templates(service_id: str = "hip-weakness", profile: str = "generic") -> dict[str, str]:
+    """The prefetch templates discovery publishes for a service (shipped rules)."""
+    from cds_service.catalog import load_catalog
+
+    return load_catalog(PROJECT_ROOT / "rules", None, profile).service(service_id).prefetch

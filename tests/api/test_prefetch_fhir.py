@@ -14,8 +14,9 @@ import pytest
 import respx
 from fastapi.testclient import TestClient
 
-from cds_service.fixtures import default_templates, searchset
+from cds_service.fixtures import searchset
 from cds_service.tools import local_search
+from cds_service.tools.local_search import default_templates
 from tests.support import FHIR_BASE, SERVICE, bundle_resources, categories, hook_request, vignette_bundle
 
 URL = f"/cds-services/{SERVICE}"

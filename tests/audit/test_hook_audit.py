@@ -15,7 +15,8 @@ from sqlalchemy import MetaData, create_engine, select
 
 from cds_service.audit.database import normalise_url
 from cds_service.audit.pseudonym import PatientPseudonym
-from cds_service.fixtures import default_templates, searchset
+from cds_service.fixtures import searchset
+from cds_service.tools.local_search import default_templates
 from tests.audit.conftest import (
     AUDIT,
     AUDIT_TOKEN,

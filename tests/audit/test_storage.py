@@ -19,9 +19,10 @@ from sqlalchemy import func, inspect, select
 
 from cds_service.audit.database import Database, alembic_config, head_revision
 from cds_service.audit.feedback import FeedbackRequest, entries
+from cds_service.audit.queries import InvocationFilter
 from cds_service.audit.records import CardRecord, FiredRule, InvocationRecord
 from cds_service.audit.replay_cache import DatabaseReplayCache
-from cds_service.audit.repository import AuditStore, InvocationFilter
+from cds_service.audit.repository import AuditStore
 from cds_service.audit.tables import cards, feedback, fired_rules, invocations, jwt_replay, metadata
 
 T0 = datetime(2026, 1, 15, 12, 0, tzinfo=UTC)

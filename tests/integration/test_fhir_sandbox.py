@@ -19,8 +19,8 @@ import pytest
 from fastapi.testclient import TestClient
 
 from cds_service import cli
-from cds_service.fixtures import default_templates
 from cds_service.main import create_app
+from cds_service.tools.local_search import default_templates
 from tests.conftest import make_settings
 from tests.integration.conftest import FirstLoad
 from tests.integration.sekmet_server import SekmetServer

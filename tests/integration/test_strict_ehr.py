@@ -23,9 +23,10 @@ import httpx
 import pytest
 import yaml
 
-from cds_service.fixtures import case_patient_id, case_resources, everything_prefetch, transaction_bundle
+from cds_service.fixtures import case_patient_id, case_resources, transaction_bundle
 from cds_service.main import create_app
 from cds_service.prefetch import render
+from cds_service.tools.local_search import everything_prefetch
 from tests.conftest import make_settings
 from tests.integration.conftest import FirstLoad
 from tests.integration.sekmet_server import SekmetServer

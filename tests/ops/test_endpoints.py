@@ -14,10 +14,10 @@ import pytest
 import respx
 from fastapi.testclient import TestClient
 
-from cds_service.fixtures import default_templates
 from cds_service.logs import CorrelationFilter, json_formatter
 from cds_service.main import create_app
 from cds_service.settings_doc import END, START, settings_reference
+from cds_service.tools.local_search import default_templates
 from tests.conftest import make_settings
 from tests.support import FHIR_BASE, NOW, ROOT, bundle_resources, hook_request, vignette_bundle
 

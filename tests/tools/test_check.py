@@ -14,7 +14,8 @@ import httpx
 import pytest
 import respx
 
-from cds_service.fixtures import default_templates, searchset
+from cds_service.fixtures import searchset
+from cds_service.tools.local_search import default_templates
 from tests.support import categories
 from tests.tools.support import HAPI_BASE, TOKEN, hapi, of_type, run_cli, serve_patient, todays_resources
 

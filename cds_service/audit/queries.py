@@ -228,17 +228,8 @@ class AuditQueries:
 
 
 def feedback_view(row: Any) -> FeedbackView:
-    return FeedbackView(
-        outcome=row["outcome"],
-        outcome_at=row["outcome_at"],
-        received_at=row["received_at"],
-        card=row["card_uuid"],
-        accepted_suggestions=row["accepted_suggestions"],
-        reasons=row["reasons"],
-        has_comment=row["has_comment"],
-        user_comment=row["user_comment"],
-        client_iss=row["client_iss"],
-    )
+    fields = {k: row[k] for k in FeedbackView.model_fields if k != "card"}
+    return FeedbackView(card=row["card_uuid"], **fields)
 
 
 def _summary_columns() -> list[Any]:

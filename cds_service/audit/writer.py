@@ -24,10 +24,11 @@ import logging
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 
 from sqlalchemy.exc import DataError, IntegrityError, SQLAlchemyError
 
+from cds_service.audit.counters import WriterCounters
 from cds_service.audit.database import Database, describe_error
 from cds_service.audit.pseudonym import PatientPseudonym
 from cds_service.audit.records import InvocationRecord, build_record
@@ -37,24 +38,6 @@ from cds_service.audit.throttle import ThrottledLog
 from cds_service.hookcall import HookOutcome
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass
-class WriterCounters:
-    """Monotonic counts since start, plus the current backlog and store state."""
-
-    submitted: int = 0  # records accepted into the queue
-    written: int = 0  # records stored (including replayed ones)
-    failed: int = 0  # store write attempts that failed (each spools or keeps its batch)
-    spooled: int = 0  # records written to the spool file
-    replayed: int = 0  # spooled records later stored
-    dropped: int = 0  # records discarded: queue full, spool full or unwritable
-    lost: int = 0  # spooled records that could not be read back
-    rejected: int = 0  # records the store refused as invalid (integrity/data errors: a bug; logged)
-    build_errors: int = 0  # outcomes a record could not be built from (a bug; logged with its trace)
-    queued: int = 0  # current queue length
-    backlog: int = 0  # records waiting in spool files
-    store_available: bool = True
 
 
 class AuditWriter:

@@ -28,7 +28,7 @@ URL = "/cds-services/hip-weakness"
 FEEDBACK = f"{URL}/feedback"
 
 
-def wait_for(predicate: Callable[[], bool], timeout: float = 15.0) -> None:
+def wait_for(predicate: Callable[[], bool], timeout: float = 60.0) -> None:
     deadline = time.monotonic() + timeout
     while not predicate():
         if time.monotonic() > deadline:

@@ -64,7 +64,7 @@ class SekmetServer:
     def database(self) -> Path:
         return self.workdir / "data" / "sekmet.db"
 
-    def inbound(self, after_id: int = 0, *, at_least: int = 0, timeout: float = 3.0) -> list[InboundRequest]:
+    def inbound(self, after_id: int = 0, *, at_least: int = 0, timeout: float = 30.0) -> list[InboundRequest]:
         """Requests sekmet received (oldest first) with a traffic id above ``after_id``. sekmet writes a
         request to its log just after answering it, so this waits (up to ``timeout``) for ``at_least``."""
         deadline = time.monotonic() + timeout

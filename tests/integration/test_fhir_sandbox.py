@@ -71,7 +71,8 @@ def test_load_fixtures_loads_every_patient_and_prints_their_ids(loaded: FirstLoa
     assert totals["patients"] == len(CASES) + 2 + len(VENDOR_CASES)
     assert totals["created"] == totals["resources"]
     assert "transactions" in loaded.stderr
-    assert loaded.seconds < 30
+    # one transaction per patient (not one request per resource), after one capability read
+    assert [r.method for r in loaded.requests] == ["GET"] + ["POST"] * totals["patients"]
 
 
 def test_load_fixtures_twice_creates_nothing_new(

@@ -20,14 +20,36 @@ class _Server(ThreadingHTTPServer):
     daemon_threads = True
 
 
+class SlowFhir:
+    """The server's base URL, and how many requests have arrived (counted before the delay)."""
+
+    def __init__(self) -> None:
+        self.base = ""
+        self._arrived = 0
+        self._changed = threading.Condition()
+
+    def arrived(self) -> None:
+        with self._changed:
+            self._arrived += 1
+            self._changed.notify_all()
+
+    def wait_for(self, requests: int, timeout: float = 60.0) -> bool:
+        """True once ``requests`` requests are being served (the calls that sent them are in flight)."""
+        with self._changed:
+            return self._changed.wait_for(lambda: self._arrived >= requests, timeout)
+
+
 @contextmanager
-def slow_fhir_server(resources: list[Mapping[str, Any]], delay: float) -> Iterator[str]:
+def slow_fhir_server(resources: list[Mapping[str, Any]], delay: float) -> Iterator[SlowFhir]:
     by_type: dict[str, list[Mapping[str, Any]]] = {}
     for r in resources:
         by_type.setdefault(str(r["resourceType"]), []).append(r)
 
+    state = SlowFhir()
+
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:
+            state.arrived()
             time.sleep(delay)
             path = urlsplit(self.path).path.removeprefix("/fhir/")
             rtype, _, rid = path.partition("/")
@@ -52,8 +74,9 @@ def slow_fhir_server(resources: list[Mapping[str, Any]], delay: float) -> Iterat
     server = _Server(("127.0.0.1", 0), Handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
+    state.base = f"http://127.0.0.1:{server.server_address[1]}/fhir"
     try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/fhir"
+        yield state
     finally:
         server.shutdown()
         server.server_close()

@@ -9,16 +9,18 @@ import shutil
 import signal
 import socket
 import sqlite3
-import time
 from pathlib import Path
 
 import httpx
 import pytest
 import yaml
 
+from cds_service.catalog import load_catalog
 from tests.ops.service_process import AUDIT_TOKEN, run_serve, start_service
 from tests.ops.slow_fhir import slow_fhir_server
 from tests.support import ROOT, bundle_resources, hook_request, vignette_bundle
+
+SERVICE = load_catalog(ROOT / "rules").service("hip-weakness")
 
 pytestmark = pytest.mark.integration
 V01 = bundle_resources(vignette_bundle("V01"))
@@ -135,13 +137,13 @@ def test_a_burst_of_keep_alive_connections_is_spread_over_the_workers(tmp_path: 
 
 def test_sigterm_during_load_fails_no_accepted_call_and_loses_no_audit_record(tmp_path: Path) -> None:
     data_dir = tmp_path / "var"
-    with slow_fhir_server(V01, delay=1.0) as fhir_base:
+    with slow_fhir_server(V01, delay=1.0) as fhir:
         service = start_service(
             data_dir, workers=2, CDS_FHIR_TIME_BUDGET_SECONDS="10", CDS_SHUTDOWN_GRACE_SECONDS="20"
         )
         bodies = [
             hook_request(
-                None, "hw-v01", fhir_server=fhir_base, hook_instance=f"0000bbbb-0000-4000-8000-{i:012d}"
+                None, "hw-v01", fhir_server=fhir.base, hook_instance=f"0000bbbb-0000-4000-8000-{i:012d}"
             )
             for i in range(16)
         ]
@@ -151,7 +153,8 @@ def test_sigterm_during_load_fails_no_accepted_call_and_loses_no_audit_record(tm
 
         with concurrent.futures.ThreadPoolExecutor(len(bodies)) as pool:
             futures = [pool.submit(call, body) for body in bodies]
-            time.sleep(0.6)  # every call is now waiting on the slow FHIR server
+            # every call is in flight: each has asked the slow FHIR server for every prefetch key
+            assert fhir.wait_for(len(bodies) * len(SERVICE.prefetch)), "the calls did not reach FHIR"
             service.proc.send_signal(signal.SIGTERM)
             statuses = [f.result() for f in futures]
         assert service.proc.wait(60) == 0

@@ -107,6 +107,14 @@ def call(service: ServiceThread, token: str) -> tuple[int, float]:
     return response.status_code, time.monotonic() - started
 
 
+def within_timeout(service: ServiceThread, tokens: Tokens) -> float:
+    """The longest a call may take: the JWKS timeout, plus what a call with a good token (cached keys)
+    takes right now (a busy machine moves the bound with it), plus a margin for the hand-over."""
+    status, work = call(service, tokens.sign(iss=iss_of("ok")))
+    assert status == 200
+    return JWKS_TIMEOUT + work + MARGIN
+
+
 @pytest.mark.parametrize("fault", ["down", "hang", "drip", "slow", "malformed", "no-keys"])
 def test_an_unusable_key_set_is_401_within_the_jwks_timeout(
     service: ServiceThread, tokens: Tokens, fault: str
@@ -114,7 +122,8 @@ def test_an_unusable_key_set_is_401_within_the_jwks_timeout(
     COUNTS["fault cases"] += 1
     status, seconds = call(service, tokens.sign(iss=iss_of(fault)))
     assert status == 401
-    assert seconds <= JWKS_TIMEOUT + MARGIN, f"answered after {seconds:.2f} s"
+    bound = within_timeout(service, tokens)
+    assert seconds <= bound, f"answered after {seconds:.2f} s (bound {bound:.2f} s)"
 
 
 def test_twenty_tokens_while_the_key_set_hangs_share_one_fetch_and_all_end_in_time(
@@ -124,7 +133,11 @@ def test_twenty_tokens_while_the_key_set_hangs_share_one_fetch_and_all_end_in_ti
     with ThreadPoolExecutor(20) as pool:
         results = list(pool.map(lambda _: call(service, tokens.sign(iss=CONCURRENT_ISS)), range(20)))
     assert {status for status, _ in results} == {401}
-    assert max(seconds for _, seconds in results) <= JWKS_TIMEOUT + MARGIN
+    with ThreadPoolExecutor(20) as pool:  # the same twenty calls with a good token, in the same run
+        good = list(pool.map(lambda _: call(service, tokens.sign(iss=iss_of("ok"))), range(20)))
+    assert {status for status, _ in good} == {200}
+    work = max(seconds for _, seconds in good)
+    assert max(seconds for _, seconds in results) <= JWKS_TIMEOUT + work + MARGIN
     fetches = [s for s in jwks_server.requests("hang") if s.query == "concurrent"]
     assert len(fetches) == 1, "concurrent tokens share one fetch"
     # and a stream of tokens right after cannot make the service hammer the client's endpoint
@@ -149,7 +162,7 @@ def test_an_endpoint_that_goes_down_keeps_the_cached_keys(
     jwks_server.switch = "hang"
     clock.advance(7200)
     status, seconds = call(service, tokens.sign(iss=iss))
-    assert status == 200 and seconds <= JWKS_TIMEOUT + MARGIN
+    assert status == 200 and seconds <= within_timeout(service, tokens)
     jwks_server.switch = "ok"
 
 

@@ -29,7 +29,7 @@ import msgspec
 import orjson
 
 from cds_service.engine.terminology import CodingLike
-from cds_service.fhir.client import outcome_is_error, outcome_text
+from cds_service.fhir.outcomes import outcome_is_error, outcome_text
 from cds_service.prefetch.supplied import InvalidPrefetch, Supplied, has_next, read_supplied
 from cds_service.repeated_members import (
     contained_count,

@@ -31,6 +31,7 @@ from cds_service.fhir.errors import (
     FhirTransportError,
     error_for_status,
 )
+from cds_service.fhir.outcomes import diagnostics_of
 
 logger = logging.getLogger(__name__)
 
@@ -56,6 +57,11 @@ class FhirLimits:
 
 Observer = Callable[[str, float], None]
 """Told the outcome ("ok" or the error class) and duration of every request: metrics, never the URL."""
+
+
+#: Connection failures after which a GET is sent once more (not connect errors: nothing was sent,
+#: and a refused or unresolvable server refuses again).
+RETRIED_ONCE = (httpx.ReadError, httpx.WriteError, httpx.RemoteProtocolError)
 
 
 class FhirClient:
@@ -101,7 +107,16 @@ class FhirClient:
         return status, location
 
     async def _get(self, url: str, token: str | None) -> dict[str, Any]:
-        _, _, body = await self._exchange("GET", url, token)
+        """A GET that fails on the connection itself (reset, closed before the answer) is sent once
+        more: a pooled keep-alive connection the server closed just as it was reused fails that way,
+        and a GET is safe to repeat (RFC 9110 §9.2.2; browsers and urllib3 do the same). Timeouts
+        are not repeated: the call's one deadline covers both attempts."""
+        try:
+            _, _, body = await self._exchange("GET", url, token)
+        except FhirTransportError as exc:
+            if not isinstance(exc.__cause__, RETRIED_ONCE):
+                raise
+            _, _, body = await self._exchange("GET", url, token)
         return _parse_resource(body)
 
     async def _exchange(
@@ -223,38 +238,6 @@ def _parse_resource(body: bytes) -> dict[str, Any]:
     return data
 
 
-def diagnostics_of(body: bytes) -> str | None:
-    """The server's OperationOutcome text (bounded), if an error body is one."""
-    try:
-        data = orjson.loads(body[:200_000])
-    except orjson.JSONDecodeError:
-        return None
-    return outcome_text(data) if isinstance(data, dict) else None
-
-
-def outcome_text(resource: Mapping[str, Any]) -> str | None:
-    if resource.get("resourceType") != "OperationOutcome":
-        return None
-    texts = []
-    for issue in _list(resource.get("issue")):
-        if isinstance(issue, dict):
-            details = issue.get("details")
-            text = (
-                issue.get("diagnostics")
-                or (details.get("text") if isinstance(details, dict) else None)
-                or issue.get("code")
-            )
-            if text:
-                texts.append(str(text)[:300])
-    return "; ".join(texts) or None
-
-
-def outcome_is_error(resource: Mapping[str, Any]) -> bool:
-    return any(
-        isinstance(i, dict) and i.get("severity") in ("error", "fatal") for i in _list(resource.get("issue"))
-    )
-
-
 def _list(value: object) -> list[Any]:
     return value if isinstance(value, list) else []
 
@@ -290,7 +273,4 @@ __all__ = [
     "FhirError",
     "FhirLimits",
     "SearchResult",
-    "diagnostics_of",
-    "outcome_is_error",
-    "outcome_text",
 ]

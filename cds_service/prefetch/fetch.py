@@ -16,8 +16,9 @@ from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 from cds_service.definitions import KeyPlan
-from cds_service.fhir.client import FhirClient, SearchResult, outcome_is_error, outcome_text
+from cds_service.fhir.client import FhirClient, SearchResult
 from cds_service.fhir.errors import FhirError
+from cds_service.fhir.outcomes import outcome_is_error, outcome_text
 from cds_service.prefetch.templates import render
 from cds_service.schemas import HookRequest
 

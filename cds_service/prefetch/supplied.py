@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from cds_service.fhir.client import outcome_is_error, outcome_text
+from cds_service.fhir.outcomes import outcome_is_error, outcome_text
 
 
 class InvalidPrefetch(ValueError):

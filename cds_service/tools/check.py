@@ -19,8 +19,9 @@ from typing import Any
 
 import httpx
 
-from cds_service.fhir.client import FhirClient, outcome_text
+from cds_service.fhir.client import FhirClient
 from cds_service.fhir.errors import FhirError, FhirNotFound
+from cds_service.fhir.outcomes import outcome_text
 from cds_service.tools import cards_view
 from cds_service.tools.console import Console
 from cds_service.tools.ehr import FhirTarget, hook_context, hook_request, read_patient, resolve_prefetch

@@ -15,8 +15,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from cds_service.fhir.client import FhirClient, outcome_text
+from cds_service.fhir.client import FhirClient
 from cds_service.fhir.errors import FhirError
+from cds_service.fhir.outcomes import outcome_text
 from cds_service.fixtures import searchset
 from cds_service.prefetch import render
 from cds_service.tools.console import Console

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -50,15 +50,18 @@ def serve_patient(fhir: respx.MockRouter, resources: list[dict[str, Any]], patie
     """A FHIR server holding this patient: reads and searches answered as FHIR defines them
     (``tools.local_search``: code and category filters honoured, not ignored)."""
     fhir.get(f"/Patient/{patient}").respond(json=by_type(resources, "Patient")[0])
+    for rtype in ("Condition", "Observation", "MedicationRequest", "MedicationStatement"):
+        fhir.get(f"/{rtype}", params__contains={"patient": patient}).mock(side_effect=searcher(resources))
 
+
+def searcher(resources: list[dict[str, Any]]) -> Callable[[httpx.Request], httpx.Response]:
     def search(request: httpx.Request) -> httpx.Response:
         relative = f"{request.url.path.rsplit('/', 1)[-1]}?{request.url.query.decode()}"
         found = local_search.run(relative, resources)
         assert isinstance(found, list)
         return httpx.Response(200, json=searchset(found))
 
-    for rtype in ("Condition", "Observation", "MedicationRequest", "MedicationStatement"):
-        fhir.get(f"/{rtype}", params__contains={"patient": patient}).mock(side_effect=search)
+    return search
 
 
 def without_weakness(body: dict[str, Any]) -> dict[str, Any]:
@@ -317,6 +320,44 @@ def test_fhir_error_on_a_required_key_is_412_with_the_servers_diagnostics(
     assert issue["expression"] == ["prefetch.conditions"]
     assert said in issue["diagnostics"]
     assert TOKEN not in response.text
+
+
+def conditions_answering(fhir: respx.MockRouter, *answers: httpx.Response | Exception) -> respx.Route:
+    """The V01 patient's server, whose Condition search gives ``answers`` in turn (then the data)."""
+    resources = v01_resources()
+    serve_patient(fhir, resources)
+    route = fhir.get("/Condition", params__contains={"patient": PATIENT})
+    route.side_effect = [*answers, searcher(resources)(httpx.Request("GET", f"{FHIR_BASE}/Condition"))]
+    return route
+
+
+@pytest.mark.parametrize("dropped", [httpx.ReadError, httpx.RemoteProtocolError, httpx.WriteError])
+def test_a_connection_dropped_under_a_get_is_sent_once_more(
+    client: TestClient, fhir: respx.MockRouter, dropped: type[httpx.TransportError]
+) -> None:
+    """A pooled keep-alive connection the server closed as it was reused: the GET is repeated once."""
+    route = conditions_answering(fhir, dropped("connection closed"))
+    body = without_weakness(hook_request(v01_resources(), PATIENT, fhir_server=FHIR_BASE, token=TOKEN))
+    del body["prefetch"]["conditions"]
+    response = client.post(URL, json=body)
+    assert response.status_code == 200, response.text
+    assert categories(response.json()) == ["urgent-referral"]
+    assert route.call_count == 2
+
+
+@pytest.mark.parametrize(
+    ("failure", "calls"),
+    [(httpx.ReadError("reset"), 2), (httpx.ConnectError("refused"), 1), (httpx.ReadTimeout("slow"), 1)],
+    ids=["dropped twice", "refused", "timed out"],
+)
+def test_a_get_is_repeated_at_most_once_and_never_after_a_refusal_or_a_timeout(
+    client: TestClient, fhir: respx.MockRouter, failure: Exception, calls: int
+) -> None:
+    route = conditions_answering(fhir, failure, failure)
+    body = without_weakness(hook_request(v01_resources(), PATIENT, fhir_server=FHIR_BASE, token=TOKEN))
+    del body["prefetch"]["conditions"]
+    assert client.post(URL, json=body).status_code == 412
+    assert route.call_count == calls
 
 
 def test_fhir_error_on_an_optional_key_is_reported_on_the_card(

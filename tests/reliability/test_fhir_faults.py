@@ -231,7 +231,7 @@ def test_a_bundle_whose_entry_is_not_a_list_is_an_invalid_response_not_an_unexpe
 
 
 def test_a_fhir_servers_malformed_operation_outcome_still_yields_a_412_with_its_status() -> None:
-    from cds_service.fhir.client import outcome_text
+    from cds_service.fhir.outcomes import outcome_text
 
     malformed = {"resourceType": "OperationOutcome", "issue": [{"code": "processing", "details": "x"}]}
     assert outcome_text(malformed) == "processing"

@@ -64,7 +64,9 @@ class StrictFhir:
 
         @asynccontextmanager
         async def lifespan(_: Starlette) -> AsyncIterator[None]:
-            async with httpx.AsyncClient(timeout=30) as client:
+            # idle connections let go well before sekmet's keep-alive timeout closes them under a request
+            limits = httpx.Limits(keepalive_expiry=1.0)
+            async with httpx.AsyncClient(timeout=30, limits=limits) as client:
                 clients.append(client)
                 yield
 

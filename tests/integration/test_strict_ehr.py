@@ -26,7 +26,7 @@ import yaml
 from cds_service.fixtures import case_patient_id, case_resources, transaction_bundle
 from cds_service.main import create_app
 from cds_service.prefetch import render
-from cds_service.tools.local_search import everything_prefetch
+from cds_service.tools.local_search import default_templates, everything_prefetch
 from tests.conftest import make_settings
 from tests.integration.conftest import FirstLoad
 from tests.integration.sekmet_server import SekmetServer
@@ -115,19 +115,12 @@ def full_prefetch(patient: Patient, mode: Mode) -> dict[str, Any]:
     if mode == "epic":
         held["MedicationStatement"] = []
         held["Condition"] = [c for c in held["Condition"] if _clinical(c) in EPIC_CLINICAL]
-    return everything_prefetch([r for rs in held.values() for r in rs], _service(mode))
+    return everything_prefetch([r for rs in held.values() for r in rs], default_templates(SERVICE, mode))
 
 
 def _clinical(condition: dict[str, Any]) -> str | None:
     codings = (condition.get("clinicalStatus") or {}).get("coding") or [{}]
     return codings[0].get("code")
-
-
-def _service(mode: Mode) -> dict[str, str]:
-    from cds_service.catalog import load_catalog
-    from cds_service.config import PROJECT_ROOT
-
-    return load_catalog(PROJECT_ROOT / "rules", None, mode).service(SERVICE).prefetch
 
 
 def ehr_prefetch(patient: Patient, ehr: StrictFhir, token: str, templates: dict[str, str]) -> dict[str, Any]:
@@ -147,7 +140,7 @@ def ehr_prefetch(patient: Patient, ehr: StrictFhir, token: str, templates: dict[
 def test_every_patient_gets_the_cards_of_a_full_prefetch_on_both_paths(
     service: str, ehr: StrictFhir, patients: list[Patient], fhir_token: str
 ) -> None:
-    templates = _service(ehr.mode)
+    templates = default_templates(SERVICE, ehr.mode)
     for template in templates.values():  # no query asks for every Observation of the patient
         if template.startswith("Observation?"):
             assert "code=" in template or "category=" in template, template

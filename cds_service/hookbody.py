@@ -26,7 +26,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import msgspec
-import orjson
 
 from cds_service.engine.terminology import CodingLike
 from cds_service.fhir.outcomes import outcome_is_error, outcome_text
@@ -38,7 +37,7 @@ from cds_service.repeated_members import (
     kept_resources,
     refuse_dropped_resources,
 )
-from cds_service.schemas import MalformedJson
+from cds_service.schemas import json_object
 
 #: Whether the normaliser could use a resource, from its ``resourceType``, its code's codings and each
 #: component's (``Normaliser.worth_reading``).
@@ -149,12 +148,7 @@ def _fast(top: _Top, worth_reading: WorthReading) -> HookBody:
 
 
 def _slow(raw: bytes) -> HookBody:
-    try:
-        data = orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        raise MalformedJson(f"body is not valid JSON: {str(exc)[:120]}") from exc
-    if not isinstance(data, dict):
-        raise MalformedJson("body must be a JSON object")
+    data = json_object(raw)
     envelope = {k: v for k, v in data.items() if k != "prefetch"}
     body = HookBody(envelope, fast=False, kept=kept_resources(data))
     prefetch = data.get("prefetch")

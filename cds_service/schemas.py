@@ -11,6 +11,7 @@ import re
 from enum import StrEnum
 from typing import Annotated, Any, Literal, TypeVar
 
+import orjson
 from pydantic import (
     AfterValidator,
     BaseModel,
@@ -42,6 +43,17 @@ class InvalidInput(ValueError):
 
 class MalformedJson(ValueError):
     """The body is not a JSON object, or a repeated member would drop FHIR data (HTTP 400)."""
+
+
+def json_object(raw: bytes) -> dict[str, Any]:
+    """The body parsed with orjson, which must give a JSON object (else ``MalformedJson``)."""
+    try:
+        data = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise MalformedJson(f"body is not valid JSON: {str(exc)[:120]}") from exc
+    if not isinstance(data, dict):
+        raise MalformedJson("body must be a JSON object")
+    return data
 
 
 def parse_input(model: type[_Model], data: Any, prefix: str = "") -> _Model:

@@ -18,13 +18,12 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-import orjson
 from fastapi import Request
 
 from cds_service.api.errors import RequestTooLarge, UnsupportedMediaType
 from cds_service.capped import read_capped
 from cds_service.repeated_members import kept_resources, refuse_dropped_resources
-from cds_service.schemas import MalformedJson
+from cds_service.schemas import json_object
 
 
 async def read_body(request: Request, limit: int) -> bytes:
@@ -77,11 +76,6 @@ async def discard_rest(request: Request, limit: int) -> None:
 async def read_json_object(request: Request, limit: int) -> dict[str, Any]:
     """A JSON object body (feedback), parsed with orjson."""
     raw = await read_body(request, limit)
-    try:
-        data = orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        raise MalformedJson(f"body is not valid JSON: {str(exc)[:120]}") from exc
-    if not isinstance(data, dict):
-        raise MalformedJson("body must be a JSON object")
+    data = json_object(raw)
     refuse_dropped_resources(raw, kept_resources(data))
     return data

@@ -92,6 +92,16 @@ def parse_fhir_date(value: object) -> FhirDate:
         raise DateProblem(f"impossible date: {text[:40]!r}") from exc
 
 
+def optional_date(value: object) -> FhirDate | None:
+    """The date, or None when there is none or it cannot be read (the caller records what it skipped)."""
+    if value is None:
+        return None
+    try:
+        return parse_fhir_date(value)
+    except DateProblem:
+        return None
+
+
 def plus_years(born: date, years: float) -> date:
     """``born`` plus an age in years (Condition.onsetAge); DateProblem past the calendar's range."""
     if not -10_000 < years < 10_000:

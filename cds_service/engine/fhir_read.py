@@ -12,7 +12,7 @@ from collections.abc import Iterable, Mapping
 from datetime import date
 from typing import Any
 
-from cds_service.engine.dates import DateProblem, FhirDate, parse_fhir_date
+from cds_service.engine.dates import FhirDate, optional_date
 from cds_service.engine.records import Status, StatusPolicy, Unreadable
 
 
@@ -79,12 +79,7 @@ def abatement(res: Mapping[str, Any]) -> FhirDate | None:
     value = res.get("abatementDateTime")
     if value is None and isinstance(res.get("abatementPeriod"), Mapping):
         value = res["abatementPeriod"].get("end") or res["abatementPeriod"].get("start")
-    if value is None:
-        return None
-    try:
-        return parse_fhir_date(value)
-    except DateProblem:
-        return None
+    return optional_date(value)
 
 
 def free_text_of(res: dict[str, Any]) -> str:

@@ -12,6 +12,7 @@ from collections.abc import Iterable, Mapping
 from datetime import date
 from typing import Any
 
+from cds_service.engine.dates import optional_date
 from cds_service.engine.fhir_read import (
     about_other_patient,
     as_list,
@@ -26,7 +27,6 @@ from cds_service.engine.fhir_read import (
 from cds_service.engine.record_dates import (
     birth_date_of,
     medication_end,
-    optional_date,
     plausible,
     record_date,
 )

@@ -133,15 +133,6 @@ def _dosage_end(res: Mapping[str, Any]) -> str | None:
     return max(ends) if ends else None
 
 
-def optional_date(value: object) -> FhirDate | None:
-    if value is None:
-        return None
-    try:
-        return parse_fhir_date(value)
-    except DateProblem:
-        return None
-
-
 def birth_date_of(patient: Mapping[str, Any]) -> date | None:
     try:
         return parse_fhir_date(patient.get("birthDate")).start

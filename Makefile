@@ -4,10 +4,10 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 PORT   ?= 8080
 
-.PHONY: help run test lint format bench bench-prefetch soak export-openapi lock clean
+.PHONY: help run test lint format bench bench-ladder bench-prefetch soak export-openapi lock clean
 
 help:
-	@echo "make run | test | lint | format | bench | bench-prefetch | soak | export-openapi | lock | clean"
+	@echo "make run | test | lint | format | bench | bench-ladder | bench-prefetch | soak | export-openapi | lock | clean"
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -43,6 +43,9 @@ format: $(VENV)/.dev
 
 bench: $(VENV)/.dev
 	$(BIN)/python scripts/bench.py
+
+bench-ladder: $(VENV)/.dev
+	$(BIN)/python scripts/bench_ladder.py
 
 bench-prefetch: $(VENV)/.dev
 	$(BIN)/python scripts/bench_prefetch.py

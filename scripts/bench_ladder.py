@@ -15,10 +15,10 @@ what each stage costs by cutting the call short after it, on servers that are ot
 Each runs as its own 2-worker server, started through ``cds-service serve``'s own code (settings, logging,
 metrics directory, one socket per worker); the rungs are the service's own app with its hook route's
 handler swapped for the cut-short one, so routing, middleware and start-up are the service's, and the
-script checks each rung answers as designed before measuring. The loads run interleaved (ABC..CBA), and for each run the
-servers' own CPU time (utime + stime of the worker processes, from /proc) is divided by the requests
-answered: **CPU ms per request**, which does not depend on how much CPU wrk or a neighbour took. A
-stage's cost is the difference between two rungs.
+script checks each rung answers as designed before measuring. The loads run interleaved (ABC..CBA), and
+for each run the server's own CPU time (utime + stime of its processes, from /proc) is divided by the
+requests answered: **CPU ms per request**, which does not depend on how much CPU wrk or a neighbour
+took. A stage's cost is the difference between two rungs.
 
     make bench-ladder                                       # ~4 minutes; prints a markdown table
     .venv/bin/python scripts/bench_ladder.py --duration 4 --reps 1   # smoke run

@@ -50,6 +50,7 @@ import bench_workloads as workloads  # noqa: E402
 
 RUNGS = ("ceiling", "read", "decode", "answer", "service")
 RUNG_ENV = "BENCH_LADDER_RUNG"
+CARD_ENV = "BENCH_LADDER_CARD"
 HOOK_ROUTE = "/cds-services/{service_id}"
 TARGET_RATIO = bench.TARGET_RATIO_C10
 JSON = {"Content-Type": "application/json"}
@@ -60,8 +61,6 @@ JSON = {"Content-Type": "application/json"}
 
 def create() -> Any:
     """The service's app with its hook route answered by the rung named in ``BENCH_LADDER_RUNG``."""
-    from bench_ceiling import CARD
-
     from cds_service.api import hooks
     from cds_service.api.body import read_body
     from cds_service.api.deps import AppState, base_url, required_caller
@@ -69,7 +68,9 @@ def create() -> Any:
     from cds_service.main import create_app
 
     rung = os.environ[RUNG_ENV]
-    fixed = orjson.dumps(CARD)
+    # The ceiling's card, as the parent wrote it: importing bench_ceiling here would run its
+    # settle_memory() before the app exists, and the app's objects would then never be frozen.
+    fixed = Path(os.environ[CARD_ENV]).read_bytes()
 
     async def cut_short(service_id: str, request: Request) -> Response:
         state: AppState = request.app.state.cds
@@ -140,7 +141,7 @@ def start(rung: str, tmp: Path) -> bench.Server:
         command = [str(bench.VENV_BIN / "cds-service"), "serve", "--workers", "2"]
         command += ["--host", "127.0.0.1", "--port", str(port)]
     else:
-        env[RUNG_ENV] = rung
+        env[RUNG_ENV], env[CARD_ENV] = rung, str(tmp / "card.json")
         command = [bench.PYTHON, str(SCRIPTS / "bench_ladder.py"), "--serve", str(port)]
     return bench.start(rung, command, port, env, tmp)
 
@@ -222,6 +223,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         tmp = Path(tmpdir)
         body = tmp / "body.json"
         body.write_bytes(workload.body)
+        from bench_ceiling import CARD  # here, not at the top: the rungs' workers import this module
+
+        (tmp / "card.json").write_bytes(orjson.dumps(CARD))
         servers += [start(rung, tmp) for rung in RUNGS]
         answers: dict[str, bytes] = {}
         for server in servers:

@@ -115,19 +115,14 @@ def serve(port: int) -> int:
 
 @dataclass
 class Run:
-    requests: int
-    seconds: float
-    p50_ms: float
-    p99_ms: float
-    cpu_ms: float  # the server's CPU time (all its processes) during the run
+    """One load run (``make bench``'s own result) and the server's CPU time (all its processes) during it."""
 
-    @property
-    def rps(self) -> float:
-        return self.requests / self.seconds
+    load: bench.LoadResult
+    cpu_ms: float
 
     @property
     def cpu_per_request(self) -> float:
-        return self.cpu_ms / self.requests
+        return self.cpu_ms / self.load.requests
 
 
 def start(rung: str, tmp: Path) -> bench.Server:
@@ -152,13 +147,13 @@ def measure(gen: bench.LoadGen, server: bench.Server, body: Path, conc: int, sec
     cpu_ms = (bench._tree_jiffies(server.process.pid) - before) * 1000 / bench.CLK_TCK
     if result.error_count:
         raise SystemExit(f"bench_ladder: {server.name} answered {result.errors}; see {server.log}")
-    return Run(result.requests, result.seconds, result.p50_ms, result.p99_ms, cpu_ms)
+    return Run(result, cpu_ms)
 
 
 def report(runs: dict[str, list[Run]], conc: int) -> str:
     """A markdown table: each rung's throughput, CPU per request, and the CPU it adds to the rung above."""
     cpu = {rung: statistics.mean(r.cpu_per_request for r in reps) for rung, reps in runs.items()}
-    rps = {rung: statistics.mean(r.rps for r in reps) for rung, reps in runs.items()}
+    rps = {rung: statistics.mean(r.load.rps for r in reps) for rung, reps in runs.items()}
     lines = [
         "| rung | req/s | CPU ms per request | added by this stage | p50 ms | p99 ms (worse rep) |",
         "|---|---|---|---|---|---|",
@@ -169,7 +164,7 @@ def report(runs: dict[str, list[Run]], conc: int) -> str:
         above = None if rung == "ceiling" else rung  # "read" starts the service's own ladder
         lines.append(
             f"| {rung} | {rps[rung]:,.0f} | {cpu[rung]:.2f} | {added} "
-            f"| {statistics.mean(r.p50_ms for r in reps):.1f} | {max(r.p99_ms for r in reps):.1f} |"
+            f"| {statistics.mean(r.load.p50_ms for r in reps):.1f} | {max(r.load.p99_ms for r in reps):.1f} |"
         )
     budget = cpu["ceiling"] / TARGET_RATIO
     lines += [

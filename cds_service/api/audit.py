@@ -105,7 +105,6 @@ async def list_invocations(
 @router.get(
     "/invocations/{hook_instance}",
     response_model=InvocationDetail,
-    response_model_exclude_none=True,
     summary="One hook call in full: every rule's evaluation, the cards, and the feedback on them",
     operation_id="get_invocation",
     responses={

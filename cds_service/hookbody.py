@@ -75,26 +75,27 @@ class _Top(msgspec.Struct):
     extension: Any = _UNSET
 
 
-class _Coding(msgspec.Struct):
+class _Coding(msgspec.Struct, frozen=True):
     system: str | msgspec.UnsetType | None = _UNSET
     code: str | msgspec.UnsetType | None = _UNSET
 
 
-class _Concept(msgspec.Struct):
-    coding: list[_Coding] | msgspec.UnsetType | None = _UNSET
+class _Concept(msgspec.Struct, frozen=True):
+    coding: tuple[_Coding, ...] | msgspec.UnsetType | None = _UNSET
 
 
-class _Component(msgspec.Struct):
+class _Component(msgspec.Struct, frozen=True):
     code: _Concept | msgspec.UnsetType | None = _UNSET
 
 
 class _Head(msgspec.Struct):
     """What decides whether a resource is read at all: its type and codes (the second and last read of
-    its bytes); what the duplicate-member check counts: its contained resources."""
+    its bytes); what the duplicate-member check counts: its contained resources. Codes are immutable
+    tuples, so ``worth_reading`` can remember its answer for each combination."""
 
     resourceType: str | msgspec.UnsetType | None = _UNSET
     code: _Concept | msgspec.UnsetType | None = _UNSET
-    component: list[_Component] | msgspec.UnsetType | None = _UNSET
+    component: tuple[_Component, ...] | msgspec.UnsetType | None = _UNSET
     contained: Any = _UNSET
 
 
@@ -193,24 +194,25 @@ def _read_fast(key: str, value: _Value | None, worth_reading: WorthReading) -> t
                 resources.append(whole)  # the normaliser reads (or reports) it as before
             continue
         total += 1
-        if head.resourceType is not _UNSET:
-            kept += 1 + contained_count(head.contained)
-        if head.resourceType == "OperationOutcome":
+        rtype, parts = head.resourceType, head.component
+        if rtype is not _UNSET:
+            kept += 1 if head.contained is _UNSET else 1 + contained_count(head.contained)
+        if rtype == "OperationOutcome":
             total -= 1  # information for the reader, not patient data
             outcome = _ANY.decode(entry.resource)
             if outcome_is_error(outcome):
                 return Supplied(problem=outcome_text(outcome) or "OperationOutcome entry"), kept
-        elif worth_reading(head.resourceType, _codings(head.code), _component_codings(head.component)):
+        elif worth_reading(rtype, _codings(head.code), () if parts is _UNSET else _component_codings(parts)):
             resources.append(_ANY.decode(entry.resource))
     page = {"resourceType": "Bundle", "link": value.link} if value.link is not _UNSET else {}
     return Supplied(resources, first_page=page if has_next(page) else None, total=total), kept
 
 
-def _codings(concept: _Concept | msgspec.UnsetType | None) -> list[_Coding] | None:
-    return concept.coding if isinstance(concept, _Concept) and isinstance(concept.coding, list) else None
+def _codings(concept: _Concept | msgspec.UnsetType | None) -> tuple[_Coding, ...] | None:
+    return concept.coding if type(concept) is _Concept and type(concept.coding) is tuple else None
 
 
-def _component_codings(parts: object) -> list[list[_Coding] | None]:
-    if not isinstance(parts, list):
-        return []
-    return [(_codings(p.code) or []) if isinstance(p.code, _Concept) else None for p in parts]
+def _component_codings(parts: object) -> tuple[tuple[_Coding, ...] | None, ...]:
+    if type(parts) is not tuple:
+        return ()
+    return tuple((_codings(p.code) or ()) if type(p.code) is _Concept else None for p in parts)

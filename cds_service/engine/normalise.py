@@ -46,6 +46,8 @@ from cds_service.engine.values import ValueReader
 _SYSTEM_CHECKED = frozenset({"Condition", "MedicationRequest", "MedicationStatement"})
 _SUPPORTED_FOLDED = frozenset(t.lower() for t in (*SUPPORTED_TYPES, "Patient"))
 _KEPT_TYPES = frozenset({*SUPPORTED_TYPES, "Patient", "Medication", "OperationOutcome"})
+#: Distinct code combinations whose ``worth_reading`` answer is remembered (cleared when full).
+_WORTH_MEMO = 4096
 
 
 class Normaliser:
@@ -60,6 +62,7 @@ class Normaliser:
         negative_valueset: str,
     ) -> None:
         self.terminology = terminology
+        self._worth: dict[object, bool] = {}
         self.status = status
         self.values = ValueReader(terminology, status, kinds, negative_valueset)
         self.laterality_valueset = laterality_valueset
@@ -105,9 +108,28 @@ class Normaliser:
         skipped): False only where it would certainly skip it, so that a decoder can leave the rest of
         the resource unread (most of a prefetch is vital signs and laboratory results no rule reads).
         Every other type the normaliser reads, a misspelt or missing type (reported), a Medication (read
-        through references) and an OperationOutcome (the prefetch ladder reads it) are kept."""
+        through references) and an OperationOutcome (the prefetch ladder reads it) are kept.
+
+        The answer depends only on the codes and the rule set, and a prefetch repeats a few dozen codes
+        over thousands of results, so answers are remembered when the codings come as hashable tuples
+        (the decoder's immutable structures): a lookup instead of a walk per resource."""
         if rtype != "Observation":
             return not isinstance(rtype, str) or rtype in _KEPT_TYPES or rtype.lower() in _SUPPORTED_FOLDED
+        key = (codings, components)
+        try:
+            return self._worth[key]
+        except KeyError:
+            pass
+        except TypeError:  # unhashable codings (dicts, lists): answered without the memo
+            return self._observation_worth(codings, components)
+        if len(self._worth) >= _WORTH_MEMO:
+            self._worth.clear()
+        verdict = self._worth[key] = self._observation_worth(codings, components)
+        return verdict
+
+    def _observation_worth(
+        self, codings: Iterable[CodingLike] | None, components: Iterable[Iterable[CodingLike] | None]
+    ) -> bool:
         worth = self.terminology.worth_reading
         return worth(codings or ()) or any(part is not None and worth(part) for part in components)
 

@@ -194,15 +194,14 @@ def _read_fast(key: str, value: _Value | None, worth_reading: WorthReading) -> t
                 resources.append(whole)  # the normaliser reads (or reports) it as before
             continue
         total += 1
-        rtype, parts = head.resourceType, head.component
-        if rtype is not _UNSET:
-            kept += 1 if head.contained is _UNSET else 1 + contained_count(head.contained)
-        if rtype == "OperationOutcome":
+        if head.resourceType is not _UNSET:
+            kept += 1 + contained_count(head.contained)
+        if head.resourceType == "OperationOutcome":
             total -= 1  # information for the reader, not patient data
             outcome = _ANY.decode(entry.resource)
             if outcome_is_error(outcome):
                 return Supplied(problem=outcome_text(outcome) or "OperationOutcome entry"), kept
-        elif worth_reading(rtype, _codings(head.code), () if parts is _UNSET else _component_codings(parts)):
+        elif worth_reading(head.resourceType, _codings(head.code), _component_codings(head.component)):
             resources.append(_ANY.decode(entry.resource))
     page = {"resourceType": "Bundle", "link": value.link} if value.link is not _UNSET else {}
     return Supplied(resources, first_page=page if has_next(page) else None, total=total), kept

@@ -4,10 +4,10 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 PORT   ?= 8080
 
-.PHONY: help run test lint format bench bench-ladder bench-prefetch soak export-openapi lock clean
+.PHONY: help native run test lint format bench bench-ladder bench-prefetch soak export-openapi lock clean
 
 help:
-	@echo "make run | test | lint | format | bench | bench-ladder | bench-prefetch | soak | export-openapi | lock | clean"
+	@echo "make native | run | test | lint | format | bench | bench-ladder | bench-prefetch | soak | export-openapi | lock | clean"
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -25,10 +25,15 @@ $(VENV)/.dev: requirements-dev.lock pyproject.toml | $(BIN)/python
 	$(BIN)/pip install --quiet --no-deps -e .
 	touch $(VENV)/.runtime $@
 
-run: $(VENV)/.runtime
+# The compiled engine (cds_service/native.py): rebuilt when a compiled source or mypyc changed, in about
+# 40 s; otherwise a check of the manifest's hashes. CDS_NATIVE=off runs the same source interpreted.
+native: $(VENV)/.runtime
+	$(BIN)/python scripts/build_native.py --if-stale
+
+run: $(VENV)/.runtime native
 	CDS_ENV=development CDS_AUTH=$${CDS_AUTH:-off} $(BIN)/cds-service serve --host 127.0.0.1 --port $(PORT)
 
-test: $(VENV)/.dev
+test: $(VENV)/.dev native
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 lint: $(VENV)/.dev
@@ -41,16 +46,16 @@ format: $(VENV)/.dev
 	$(BIN)/ruff format cds_service tests scripts
 	$(BIN)/ruff check --fix cds_service tests scripts
 
-bench: $(VENV)/.dev
+bench: $(VENV)/.dev native
 	$(BIN)/python scripts/bench.py
 
-bench-ladder: $(VENV)/.dev
+bench-ladder: $(VENV)/.dev native
 	$(BIN)/python scripts/bench_ladder.py
 
-bench-prefetch: $(VENV)/.dev
+bench-prefetch: $(VENV)/.dev native
 	$(BIN)/python scripts/bench_prefetch.py
 
-soak: $(VENV)/.dev
+soak: $(VENV)/.dev native
 	$(BIN)/python scripts/soak.py
 
 export-openapi: $(VENV)/.runtime
@@ -59,8 +64,8 @@ export-openapi: $(VENV)/.runtime
 # Re-resolve the pins (needs network); commit both lock files.
 lock:
 	$(PYTHON) -m pip install --quiet "uv==0.13.8"
-	$(PYTHON) -m uv pip compile pyproject.toml --python-version 3.11 --generate-hashes -o requirements.lock
-	$(PYTHON) -m uv pip compile pyproject.toml --extra dev --python-version 3.11 --generate-hashes -o requirements-dev.lock
+	$(PYTHON) -m uv pip compile pyproject.toml --extra dev --extra native --python-version 3.11 --generate-hashes -o requirements-dev.lock
+	$(PYTHON) -m uv pip compile pyproject.toml --extra native --python-version 3.11 --generate-hashes -c requirements-dev.lock -o requirements.lock
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache build *.egg-info

@@ -38,6 +38,11 @@ class LogFormat(StrEnum):
     json = "json"
 
 
+class NativeMode(StrEnum):
+    auto = "auto"
+    off = "off"
+
+
 class Settings(BaseSettings):
     """Every tunable of the service. The field description is the documentation (see docs/deployment.md)."""
 
@@ -167,6 +172,12 @@ class Settings(BaseSettings):
         le=3600,
         description="Idle keep-alive before the server closes a connection; longer than the load balancer's "
         "idle timeout, so the balancer never reuses a connection the server is closing.",
+    )
+    native: NativeMode = Field(
+        NativeMode.auto,
+        description="auto: run the engine compiled (mypyc) when `make` built it from this very source, "
+        "else interpreted. off: always interpreted. Read when the package is imported "
+        "(cds_service/native.py); the log says which at start-up.",
     )
     shutdown_grace_seconds: float = Field(
         15.0, gt=0, le=300, description="On SIGTERM: how long in-flight calls may finish before workers stop."

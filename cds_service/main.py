@@ -19,7 +19,7 @@ import httpx
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
-from cds_service import __version__
+from cds_service import NATIVE, __version__
 from cds_service.api import (
     audit,
     discovery,
@@ -160,11 +160,14 @@ def create_app(
             )
             settle_memory()
             logger.info(
-                "ready: %d services, %d rules (rules version %s)",
+                "ready: %d services, %d rules (rules version %s), engine %s",
                 len(catalog.services),
                 len(catalog.rules),
                 catalog.version,
+                NATIVE.reason,
             )
+            if NATIVE.stale:
+                logger.warning("the compiled engine is not used: %s", NATIVE.reason)
             yield
 
     app = FastAPI(

@@ -176,8 +176,9 @@ class Settings(BaseSettings):
     native: NativeMode = Field(
         NativeMode.auto,
         description="auto: run the engine compiled (mypyc) when `make` built it from this very source, "
-        "else interpreted. off: always interpreted. Read when the package is imported "
-        "(cds_service/native.py); the log says which at start-up.",
+        "else interpreted. off: always interpreted. Read from the process environment when the package "
+        "is imported (cds_service/native.py), so a `.env` file sets it too late; the start-up log says "
+        "which engine runs.",
     )
     shutdown_grace_seconds: float = Field(
         15.0, gt=0, le=300, description="On SIGTERM: how long in-flight calls may finish before workers stop."

@@ -15,6 +15,7 @@ import httpx
 import pytest
 import yaml
 
+from cds_service import NATIVE
 from cds_service.catalog import load_catalog
 from tests.ops.service_process import AUDIT_TOKEN, run_serve, start_service
 from tests.ops.slow_fhir import slow_fhir_server
@@ -183,5 +184,20 @@ def test_audit_token_printed_by_make_run_style_start_is_not_needed_by_ops(tmp_pa
             ).status_code
             == 200
         )
+    finally:
+        service.stop()
+
+
+@pytest.mark.parametrize("mode", ["auto", "off"])
+def test_the_start_up_log_says_which_engine_runs(tmp_path: Path, mode: str) -> None:
+    """Operators see whether the compiled engine is in use (CDS_NATIVE=off, or a stale build, is not)."""
+    if mode == "auto" and not NATIVE.active:
+        pytest.skip(f"no current compiled build in this environment: {NATIVE.reason}")
+    service = start_service(tmp_path / "var", CDS_NATIVE=mode)
+    try:
+        compiled = f"engine compiled: {len(NATIVE.modules)} modules"
+        expected = compiled if mode == "auto" else "engine interpreted: CDS_NATIVE=off"
+        assert expected in service.logs(), service.logs()[-2000:]
+        assert "compiled engine is not used" not in service.logs()
     finally:
         service.stop()

@@ -546,7 +546,15 @@ def machine(gen: LoadGen) -> dict[str, str]:
         "load generator": gen.label,
         "load average at start": load,
         "service revision": rev,
+        "service engine": _engine(),
     }
+
+
+def _engine() -> str:
+    """Which engine the servers run: they inherit this environment, so the same build decision holds."""
+    from cds_service import NATIVE
+
+    return NATIVE.reason
 
 
 # -- report -----------------------------------------------------------------------------------------------

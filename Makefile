@@ -19,21 +19,28 @@ $(VENV)/.runtime: requirements.lock pyproject.toml | $(BIN)/python
 	$(BIN)/pip install --quiet --no-deps -e .
 	touch $@
 
-# Development environment: runtime + test and lint tools (a superset lock).
-$(VENV)/.dev: requirements-dev.lock pyproject.toml | $(BIN)/python
+# Development environment: runtime + test and lint tools (a superset lock). After the runtime one, so
+# that `make -j` never runs two pip installs into the same venv at once.
+$(VENV)/.dev: requirements-dev.lock pyproject.toml | $(VENV)/.runtime
 	$(BIN)/pip install --quiet --require-hashes -r requirements-dev.lock
 	$(BIN)/pip install --quiet --no-deps -e .
-	touch $(VENV)/.runtime $@
+	touch $@
 
-# The compiled engine (cds_service/native.py): rebuilt when a compiled source or mypyc changed, in about
-# 40 s; otherwise a check of the manifest's hashes. CDS_NATIVE=off runs the same source interpreted.
+# The compiled engine (cds_service/native.py): rebuilt when a file of the package, pyproject.toml or
+# mypyc changed, in about 40 s; otherwise a check of the manifest's hashes. CDS_NATIVE=off runs the same
+# source interpreted. Each target runs it as its first step, once its venv is complete (concurrent runs
+# take turns on a lock).
+NATIVE := $(BIN)/python scripts/build_native.py --if-stale
+
 native: $(VENV)/.runtime
-	$(BIN)/python scripts/build_native.py --if-stale
+	$(NATIVE)
 
-run: $(VENV)/.runtime native
+run: $(VENV)/.runtime
+	$(NATIVE)
 	CDS_ENV=development CDS_AUTH=$${CDS_AUTH:-off} $(BIN)/cds-service serve --host 127.0.0.1 --port $(PORT)
 
-test: $(VENV)/.dev native
+test: $(VENV)/.dev
+	$(NATIVE)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 lint: $(VENV)/.dev
@@ -46,16 +53,20 @@ format: $(VENV)/.dev
 	$(BIN)/ruff format cds_service tests scripts
 	$(BIN)/ruff check --fix cds_service tests scripts
 
-bench: $(VENV)/.dev native
+bench: $(VENV)/.dev
+	$(NATIVE)
 	$(BIN)/python scripts/bench.py
 
-bench-ladder: $(VENV)/.dev native
+bench-ladder: $(VENV)/.dev
+	$(NATIVE)
 	$(BIN)/python scripts/bench_ladder.py
 
-bench-prefetch: $(VENV)/.dev native
+bench-prefetch: $(VENV)/.dev
+	$(NATIVE)
 	$(BIN)/python scripts/bench_prefetch.py
 
-soak: $(VENV)/.dev native
+soak: $(VENV)/.dev
+	$(NATIVE)
 	$(BIN)/python scripts/soak.py
 
 export-openapi: $(VENV)/.runtime

@@ -40,7 +40,7 @@ from cds_service.artefacts import Links, build_artefacts
 from cds_service.audit import AuditTrail
 from cds_service.cards import IdFactory, new_id
 from cds_service.catalog import load_catalog
-from cds_service.config import PROJECT_ROOT, AuthMode, Environment, Settings
+from cds_service.config import PROJECT_ROOT, AuthMode, Environment, NativeMode, Settings
 from cds_service.fhir.client import FhirClient, FhirLimits
 from cds_service.hookcall import Clock, utc_now
 from cds_service.logs import quiet_http_clients
@@ -168,6 +168,11 @@ def create_app(
             )
             if NATIVE.stale:
                 logger.warning("the compiled engine is not used: %s", NATIVE.reason)
+            if NATIVE.active and settings.native is NativeMode.off:
+                logger.warning(
+                    "the settings say CDS_NATIVE=off, but the engine was loaded compiled before they were "
+                    "read (a .env file is read too late): set CDS_NATIVE in the process environment"
+                )
             yield
 
     app = FastAPI(

@@ -1,9 +1,15 @@
 """Compile the engine's hot modules with mypyc into the virtual environment (``make`` runs this).
 
 The modules are listed in pyproject.toml (``[tool.cds-native] modules``). The C is generated and compiled
-in a temporary directory; the extension modules and a manifest (the SHA-256 of every source compiled,
-the Python they are built for, the mypyc version) go to ``<sys.prefix>/cds-native/``, replacing any
-earlier build at once. ``cds_service.native`` loads them only while every source still matches.
+in a temporary directory; the extension modules go to a new directory of their own under
+``<sys.prefix>/cds-native/``, and then a manifest (the SHA-256 of every file the build was made from, the
+Python it is built for, the mypyc version, where each module is) replaces the previous one in one step.
+The build before it is kept until the next, for a process that was loading it at that moment.
+``cds_service.native`` loads a build only while every file still matches.
+
+The sources are hashed before compiling and again after: a file saved during the build fails it
+instead of publishing a build that claims a source it was not made from. Concurrent runs (``make -j``,
+two terminals) take turns on a lock, and the later one finds the build current.
 
 Run with the virtual environment's Python: ``.venv/bin/python scripts/build_native.py``.
 """
@@ -12,14 +18,17 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import fcntl
 import importlib.machinery
 import json
 import os
+import shutil
 import sys
 import tempfile
 import time
 import tomllib
-from collections.abc import Iterator
+import traceback
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -29,6 +38,9 @@ from cds_service import native  # noqa: E402
 
 #: The name of the shared library that holds the compiled code: a module inside the package.
 GROUP = "cds_service.native"
+
+#: Compiles the sources (paths relative to the root) into the first directory, working in the second.
+Compiler = Callable[[list[str], Path, Path], None]
 
 
 def configured_modules() -> list[str]:
@@ -69,12 +81,58 @@ def compile_to(sources: list[str], out: Path, temp: Path) -> None:
     command.run()
 
 
-def current(target: Path, sources: list[str]) -> bool:
-    """True when the build in ``target`` compiled exactly ``sources``, as they are now, with this mypyc."""
+def current(target: Path) -> bool:
+    """True when the build in ``target`` is in use for this source and was made by this mypyc."""
     if not native.plan(target, ROOT, {}).active:
         return False
     manifest = json.loads((target / native.MANIFEST).read_text(encoding="utf-8"))
-    return sorted(manifest["sources"]) == sorted(sources) and manifest.get("mypyc") == _mypy_version()
+    return bool(manifest.get("mypyc") == _mypy_version())
+
+
+def build(root: Path, target: Path, sources: list[str], compiler: Compiler = compile_to) -> int:
+    """Compile ``sources`` (of the tree at ``root``) into a new directory under ``target`` and publish
+    it; 1 when it failed, and then the build in use stays as it was."""
+    before = native.inputs(root)
+    out = Path(tempfile.mkdtemp(prefix="build-", dir=target))
+    out.chmod(0o755)  # readable by a service account other than the one that ran make, as the venv is
+    published = False
+    try:
+        with tempfile.TemporaryDirectory(prefix="work-", dir=target) as tmp:
+            log = Path(tmp) / "build.log"
+            try:
+                with _output_to(log):
+                    compiler(sources, out, Path(tmp))
+            except Exception:
+                tail = log.read_text(encoding="utf-8", errors="replace").splitlines()[-80:]
+                print("\n".join(tail), file=sys.stderr)
+                traceback.print_exc()
+                print("build_native: mypyc could not compile the engine (output above)", file=sys.stderr)
+                return 1
+        if native.inputs(root) != before:
+            print("build_native: a source changed during the build; run `make` again", file=sys.stderr)
+            return 1
+        files = {
+            module_of(p.relative_to(out)): p.relative_to(target).as_posix() for p in sorted(out.rglob("*.so"))
+        }
+        previous = _directories_of(target)
+        manifest = {
+            "format": native.FORMAT,
+            "python": native.python_tag(),
+            "mypyc": _mypy_version(),
+            "sources": before,
+            "files": files,
+        }
+        staged = target / f"{native.MANIFEST}.new"
+        staged.write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+        os.replace(staged, target / native.MANIFEST)
+        published = True
+    finally:
+        if not published:
+            shutil.rmtree(out, ignore_errors=True)
+    for entry in target.iterdir():  # older builds: nothing loads them any more
+        if entry.is_dir() and entry.name not in {out.name, *previous}:
+            shutil.rmtree(entry, ignore_errors=True)
+    return 0
 
 
 def main() -> int:
@@ -85,41 +143,31 @@ def main() -> int:
     args = parser.parse_args()
     sources = [source_of(m) for m in configured_modules()]
     target = native.build_dir()
-    if args.if_stale and current(target, sources):
-        print(f"build_native: current ({target})")
-        return 0
-    started = time.monotonic()
+    target.mkdir(parents=True, exist_ok=True)
     os.chdir(ROOT)  # mypy finds the project's configuration (strict, the pydantic plugin) here
-    with tempfile.TemporaryDirectory(prefix="cds-native-", dir=target.parent) as tmp:
-        temp = Path(tmp)
-        out = temp / "lib"
-        log = temp / "build.log"
-        try:
-            with _output_to(log):
-                compile_to(sources, out, temp)
-        except BaseException:
-            tail = log.read_text(encoding="utf-8", errors="replace").splitlines()[-80:]
-            print("\n".join(tail), file=sys.stderr)
-            print("build_native: mypyc could not compile the engine (output above)", file=sys.stderr)
+    with open(target / ".lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes, or the process dies
+        if args.if_stale and current(target):
+            print(f"build_native: current ({target})")
+            return 0
+        started = time.monotonic()
+        if build(ROOT, target, sources):
             return 1
-        files = {module_of(p.relative_to(out)): str(p.relative_to(out)) for p in sorted(out.rglob("*.so"))}
-        manifest = {
-            "format": native.FORMAT,
-            "python": native.python_tag(),
-            "mypyc": _mypy_version(),
-            "sources": {s: native.source_digest(ROOT / s) for s in sources},
-            "files": files,
-        }
-        (out / native.MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
-        if target.exists():
-            target.rename(temp / "previous")  # removed with the temporary directory
-        out.rename(target)
     state = native.plan(target, ROOT, {})
     if not state.active:
         print(f"build_native: the new build is not usable: {state.reason}", file=sys.stderr)
         return 1
     print(f"build_native: {state.reason}, built in {time.monotonic() - started:.0f} s into {target}")
     return 0
+
+
+def _directories_of(target: Path) -> set[str]:
+    """The build directories the current manifest points into (none when there is no readable one)."""
+    try:
+        manifest = json.loads((target / native.MANIFEST).read_text(encoding="utf-8"))
+        return {Path(relative).parts[0] for relative in manifest["files"].values()}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError, IndexError):
+        return set()
 
 
 @contextlib.contextmanager

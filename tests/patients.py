@@ -9,7 +9,7 @@ from typing import Any
 
 import orjson
 
-from cds_service.engine.engine import Engine
+from cds_service.catalog import Catalog
 from cds_service.engine.evaluate import Evaluation
 from cds_service.fixtures import ANCHOR
 from cds_service.hookbody import HookBody, decode_hook_body
@@ -65,7 +65,14 @@ def resources_of(body: HookBody) -> list[dict[str, Any]]:
     return out
 
 
-def evaluate(engine: Engine, request_body: dict[str, Any]) -> Evaluation:
-    """Decode and evaluate a hook request as the service does, on the fixture anchor date."""
+def work_up(catalog: Catalog) -> list[str]:
+    """The pathways the patient-view service emits cards for (every one but order checks)."""
+    return list(next(s.emit_pathways for s in catalog.services if s.hook == "patient-view"))
+
+
+def evaluate(catalog: Catalog, request_body: dict[str, Any]) -> Evaluation:
+    """Decode and evaluate a hook request as the patient-view service does, on the fixture anchor date."""
+    engine = catalog.engine
     body = decode_hook_body(orjson.dumps(request_body), engine.normaliser.worth_reading)
-    return engine.evaluate(resources_of(body), request_body["context"]["patientId"], ANCHOR, ["work-up"])
+    patient = request_body["context"]["patientId"]
+    return engine.evaluate(resources_of(body), patient, ANCHOR, work_up(catalog))

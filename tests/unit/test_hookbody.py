@@ -14,24 +14,29 @@ from typing import Any
 import orjson
 import pytest
 
-from cds_service.catalog import load_catalog
+from cds_service.catalog import Catalog, load_catalog
 from cds_service.config import Settings
 from cds_service.engine.engine import Engine
 from cds_service.fixtures import ANCHOR
 from cds_service.hookbody import _HEAD, _codings, _component_codings, _slow, decode_hook_body
-from tests.patients import SYNTHEA, every_test_patient, resources_of, summary
+from tests.patients import SYNTHEA, every_test_patient, resources_of, summary, work_up
 
 BODIES = list(every_test_patient())
 
 
 @pytest.fixture(scope="module")
-def engine() -> Engine:
-    return load_catalog(Settings(env="development", auth="off").rules_dir).engine
+def catalog() -> Catalog:
+    return load_catalog(Settings(env="development", auth="off").rules_dir)
+
+
+@pytest.fixture(scope="module")
+def engine(catalog: Catalog) -> Engine:
+    return catalog.engine
 
 
 @pytest.mark.parametrize(("name", "request_body"), BODIES, ids=[name for name, _ in BODIES])
 def test_the_fast_decoder_concludes_what_the_full_parse_does(
-    engine: Engine, name: str, request_body: dict[str, Any]
+    catalog: Catalog, engine: Engine, name: str, request_body: dict[str, Any]
 ) -> None:
     raw = orjson.dumps(request_body)
     fast = decode_hook_body(raw, engine.normaliser.worth_reading)
@@ -41,8 +46,8 @@ def test_the_fast_decoder_concludes_what_the_full_parse_does(
     assert fast.prefetch is not None and slow.prefetch is not None
     assert fast.prefetch.keys() == slow.prefetch.keys()
     patient = request_body["context"]["patientId"]
-    got = engine.evaluate(resources_of(fast), patient, ANCHOR, ["work-up"])
-    want = engine.evaluate(resources_of(slow), patient, ANCHOR, ["work-up"])
+    got = engine.evaluate(resources_of(fast), patient, ANCHOR, work_up(catalog))
+    want = engine.evaluate(resources_of(slow), patient, ANCHOR, work_up(catalog))
     assert summary(got) == summary(want)
 
 

@@ -43,17 +43,17 @@ GROUP = "cds_service.native"
 Compiler = Callable[[list[str], Path, Path], None]
 
 
-def configured_modules() -> list[str]:
-    config = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
+def configured_modules(root: Path) -> list[str]:
+    config = tomllib.loads((root / "pyproject.toml").read_text(encoding="utf-8"))
     modules = config["tool"]["cds-native"]["modules"]
     if not modules or not all(isinstance(m, str) and m.startswith("cds_service.") for m in modules):
         raise SystemExit("[tool.cds-native] modules: a list of cds_service module names")
     return list(modules)
 
 
-def source_of(module: str) -> str:
+def source_of(root: Path, module: str) -> str:
     relative = module.replace(".", "/") + ".py"
-    if not (ROOT / relative).is_file():
+    if not (root / relative).is_file():
         raise SystemExit(f"[tool.cds-native] names {module}, but {relative} does not exist")
     return relative
 
@@ -89,10 +89,12 @@ def current(target: Path) -> bool:
     return bool(manifest.get("mypyc") == _mypy_version())
 
 
-def build(root: Path, target: Path, sources: list[str], compiler: Compiler = compile_to) -> int:
-    """Compile ``sources`` (of the tree at ``root``) into a new directory under ``target`` and publish
-    it; 1 when it failed, and then the build in use stays as it was."""
-    before = native.inputs(root)
+def build(root: Path, target: Path, compiler: Compiler = compile_to) -> int:
+    """Compile the configured modules of the tree at ``root`` into a new directory under ``target`` and
+    publish it; 1 when it failed, and then the build in use stays as it was. The list is read after the
+    sources are first hashed, so it is the one the manifest's pyproject.toml holds."""
+    before, stamps = native.inputs(root), _stamps(root)
+    sources = [source_of(root, m) for m in configured_modules(root)]
     out = Path(tempfile.mkdtemp(prefix="build-", dir=target))
     out.chmod(0o755)  # readable by a service account other than the one that ran make, as the venv is
     published = False
@@ -102,13 +104,13 @@ def build(root: Path, target: Path, sources: list[str], compiler: Compiler = com
             try:
                 with _output_to(log):
                     compiler(sources, out, Path(tmp))
-            except Exception:
+            except (Exception, SystemExit):  # mypyc exits after printing the type errors it found
                 tail = log.read_text(encoding="utf-8", errors="replace").splitlines()[-80:]
                 print("\n".join(tail), file=sys.stderr)
                 traceback.print_exc()
                 print("build_native: mypyc could not compile the engine (output above)", file=sys.stderr)
                 return 1
-        if native.inputs(root) != before:
+        if native.inputs(root) != before or _stamps(root) != stamps:
             print("build_native: a source changed during the build; run `make` again", file=sys.stderr)
             return 1
         files = {
@@ -141,7 +143,6 @@ def main() -> int:
         "--if-stale", action="store_true", help="do nothing when the build is current (what make runs)"
     )
     args = parser.parse_args()
-    sources = [source_of(m) for m in configured_modules()]
     target = native.build_dir()
     target.mkdir(parents=True, exist_ok=True)
     os.chdir(ROOT)  # mypy finds the project's configuration (strict, the pydantic plugin) here
@@ -151,7 +152,7 @@ def main() -> int:
             print(f"build_native: current ({target})")
             return 0
         started = time.monotonic()
-        if build(ROOT, target, sources):
+        if build(ROOT, target):
             return 1
     state = native.plan(target, ROOT, {})
     if not state.active:
@@ -159,6 +160,16 @@ def main() -> int:
         return 1
     print(f"build_native: {state.reason}, built in {time.monotonic() - started:.0f} s into {target}")
     return 0
+
+
+def _stamps(root: Path) -> dict[str, tuple[int, int, int]]:
+    """Each input's modification time, size and inode: a file saved twice during the build (a checkout
+    and back) has its old content again, but not its old stamp."""
+    stamps = {}
+    for relative in native.inputs(root):
+        stat = (root / relative).stat()
+        stamps[relative] = (stat.st_mtime_ns, stat.st_size, stat.st_ino)
+    return stamps
 
 
 def _directories_of(target: Path) -> set[str]:

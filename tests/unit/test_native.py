@@ -250,16 +250,18 @@ def test_cds_native_off_from_a_dotenv_file_is_too_late_and_the_log_says_so(
 # -- building: a failed or disturbed build never replaces the one in use ------------------------------
 
 
-def _fake_compiler(source: Path, *, fail: bool = False, edit: bool = False) -> build_native.Compiler:
+def _fake_compiler(
+    source: Path, *, fail: BaseException | None = None, edit: Callable[[Path], None] | None = None
+) -> build_native.Compiler:
     """Writes one "extension module" as mypyc would; can fail, or edit a source while it runs."""
 
     def compile_to(sources: list[str], out: Path, temp: Path) -> None:
         assert sources == ["cds_service/mod.py"]
-        os.write(2, b"compiler output the log keeps\n")  # as gcc does, on the file descriptor
+        os.write(1, b"compiler output the log keeps\n")  # as gcc and mypyc do, on the file descriptor
         if edit:
-            (source / "cds_service" / "mod.py").write_text("X = 'saved during the build'\n")
+            edit(source / "cds_service" / "mod.py")
         if fail:
-            raise RuntimeError("the compiler gave up")
+            raise fail
         (out / "cds_service").mkdir()
         (out / "cds_service" / f"mod{native.python_tag()}").write_bytes(b"\x7fELF")
 
@@ -277,7 +279,7 @@ def test_a_build_is_published_in_a_directory_of_its_own_and_the_one_before_is_ke
     target.mkdir()
     builds = []
     for _ in range(3):
-        assert build_native.build(source, target, ["cds_service/mod.py"], _fake_compiler(source)) == 0
+        assert build_native.build(source, target, _fake_compiler(source)) == 0
         builds.append(_in_use(target, source))
     assert len(set(builds)) == 3
     kept = sorted(p.name for p in target.iterdir() if p.is_dir())
@@ -285,29 +287,51 @@ def test_a_build_is_published_in_a_directory_of_its_own_and_the_one_before_is_ke
     assert sorted(p.name for p in target.iterdir() if p.is_file()) == [native.MANIFEST]
 
 
+@pytest.mark.parametrize(
+    ("failure", "said"),
+    [
+        (RuntimeError("the compiler gave up"), "RuntimeError: the compiler gave up"),
+        (SystemExit(1), "SystemExit: 1"),  # what mypyc does after printing the type errors it found
+    ],
+    ids=["raised", "exited"],
+)
 def test_a_failed_build_says_why_and_leaves_the_build_in_use(
-    tmp_path: Path, capfd: pytest.CaptureFixture[str]
+    tmp_path: Path, capfd: pytest.CaptureFixture[str], failure: BaseException, said: str
 ) -> None:
     source, target = _source(tmp_path), tmp_path / "cds-native"
     target.mkdir()
-    assert build_native.build(source, target, ["cds_service/mod.py"], _fake_compiler(source)) == 0
+    assert build_native.build(source, target, _fake_compiler(source)) == 0
     before = _in_use(target, source)
     manifest = (target / native.MANIFEST).read_bytes()
-    failing = _fake_compiler(source, fail=True)
-    assert build_native.build(source, target, ["cds_service/mod.py"], failing) == 1
+    assert build_native.build(source, target, _fake_compiler(source, fail=failure)) == 1
     err = capfd.readouterr().err
     assert "compiler output the log keeps" in err
-    assert "RuntimeError: the compiler gave up" in err
+    assert said in err
     assert (target / native.MANIFEST).read_bytes() == manifest
     assert _in_use(target, source) == before
     assert [p.name for p in target.iterdir() if p.is_dir()] == [str(before)]
 
 
-def test_a_source_saved_during_the_build_fails_it(tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
-    """The build would otherwise claim the new source while holding code compiled from the old one."""
+def _saved_and_restored(path: Path) -> None:
+    """A checkout and back during the build: the old content again, saved a second later."""
+    content, stat = path.read_bytes(), path.stat()
+    path.write_text("X = 'another branch'\n")
+    path.write_bytes(content)
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000_000))
+
+
+@pytest.mark.parametrize(
+    "edit",
+    [lambda path: path.write_text("X = 'saved during the build'\n"), _saved_and_restored],
+    ids=["edited", "edited-and-restored"],
+)
+def test_a_source_saved_during_the_build_fails_it(
+    tmp_path: Path, capfd: pytest.CaptureFixture[str], edit: Callable[[Path], None]
+) -> None:
+    """The build would otherwise claim a source it was not compiled from."""
     source, target = _source(tmp_path), tmp_path / "cds-native"
     target.mkdir()
-    assert build_native.build(source, target, ["cds_service/mod.py"], _fake_compiler(source, edit=True)) == 1
+    assert build_native.build(source, target, _fake_compiler(source, edit=edit)) == 1
     assert "a source changed during the build" in capfd.readouterr().err
     assert not (target / native.MANIFEST).exists()
     assert not [p for p in target.iterdir() if p.is_dir()]

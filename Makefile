@@ -13,17 +13,19 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade "pip>=24"
 
-# Runtime environment: exactly the pinned, hashed runtime lock.
+# Runtime environment: exactly the pinned, hashed runtime lock. An install drops the compiled engine's
+# manifest: mypyc built in the types of the libraries it saw, so the next target compiles it again.
 $(VENV)/.runtime: requirements.lock pyproject.toml | $(BIN)/python
+	rm -f $(VENV)/cds-native/manifest.json
 	$(BIN)/pip install --quiet --require-hashes -r requirements.lock
 	$(BIN)/pip install --quiet --no-deps -e .
 	touch $@
 
-# Development environment: runtime + test and lint tools (a superset lock). After the runtime one, so
-# that `make -j` never runs two pip installs into the same venv at once.
+# Development environment: runtime + test and lint tools (a superset lock, same pins). After the runtime
+# one, which installed the project, so that `make -j` never runs two pip installs into one venv at once.
 $(VENV)/.dev: requirements-dev.lock pyproject.toml | $(VENV)/.runtime
+	rm -f $(VENV)/cds-native/manifest.json
 	$(BIN)/pip install --quiet --require-hashes -r requirements-dev.lock
-	$(BIN)/pip install --quiet --no-deps -e .
 	touch $@
 
 # The compiled engine (cds_service/native.py): rebuilt when a file of the package, pyproject.toml or

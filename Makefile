@@ -28,10 +28,10 @@ $(VENV)/.dev: requirements-dev.lock pyproject.toml | $(VENV)/.runtime
 	$(BIN)/pip install --quiet --require-hashes -r requirements-dev.lock
 	touch $@
 
-# The compiled engine (cds_service/native.py): rebuilt when a file of the package, pyproject.toml or
-# mypyc changed, in about 40 s; otherwise a check of the manifest's hashes. CDS_NATIVE=off runs the same
-# source interpreted. Each target runs it as its first step, once its venv is complete (concurrent runs
-# take turns on a lock).
+# The compiled engine (cds_service/native.py): rebuilt when a file of the package, pyproject.toml, mypyc
+# or the installed libraries changed, in about 40 s; otherwise a check of the manifest's hashes.
+# CDS_NATIVE=off runs the same source interpreted. Each target runs it as its first step, once its venv
+# is complete (concurrent runs take turns on a lock).
 NATIVE := $(BIN)/python scripts/build_native.py --if-stale
 
 native: $(VENV)/.runtime

@@ -7,8 +7,8 @@ Python it is built for, the mypyc version, where each module is) replaces the pr
 The build before it is kept until the next, for a process that was loading it at that moment.
 ``cds_service.native`` loads a build only while every file still matches.
 
-The sources are hashed before compiling and again after: a file saved during the build fails it
-instead of publishing a build that claims a source it was not made from. Concurrent runs (``make -j``,
+The sources are hashed and stamped before compiling and again after: a file saved during the build
+fails it instead of publishing a build that claims a source it was not made from. Concurrent runs (``make -j``,
 two terminals) take turns on a lock, and the later one finds the build current.
 
 Run with the virtual environment's Python: ``.venv/bin/python scripts/build_native.py``.
@@ -28,7 +28,7 @@ import tempfile
 import time
 import tomllib
 import traceback
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -93,7 +93,8 @@ def build(root: Path, target: Path, compiler: Compiler = compile_to) -> int:
     """Compile the configured modules of the tree at ``root`` into a new directory under ``target`` and
     publish it; 1 when it failed, and then the build in use stays as it was. The list is read after the
     sources are first hashed, so it is the one the manifest's pyproject.toml holds."""
-    before, stamps = native.inputs(root), _stamps(root)
+    before = native.inputs(root)
+    stamps = _stamps(root, before)
     sources = [source_of(root, m) for m in configured_modules(root)]
     out = Path(tempfile.mkdtemp(prefix="build-", dir=target))
     out.chmod(0o755)  # readable by a service account other than the one that ran make, as the venv is
@@ -110,7 +111,8 @@ def build(root: Path, target: Path, compiler: Compiler = compile_to) -> int:
                 traceback.print_exc()
                 print("build_native: mypyc could not compile the engine (output above)", file=sys.stderr)
                 return 1
-        if native.inputs(root) != before or _stamps(root) != stamps:
+        after = native.inputs(root)
+        if after != before or _stamps(root, after) != stamps:
             print("build_native: a source changed during the build; run `make` again", file=sys.stderr)
             return 1
         files = {
@@ -162,11 +164,11 @@ def main() -> int:
     return 0
 
 
-def _stamps(root: Path) -> dict[str, tuple[int, int, int]]:
+def _stamps(root: Path, paths: Iterable[str]) -> dict[str, tuple[int, int, int]]:
     """Each input's modification time, size and inode: a file saved twice during the build (a checkout
     and back) has its old content again, but not its old stamp."""
     stamps = {}
-    for relative in native.inputs(root):
+    for relative in paths:
         stat = (root / relative).stat()
         stamps[relative] = (stat.st_mtime_ns, stat.st_size, stat.st_ino)
     return stamps

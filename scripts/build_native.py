@@ -8,8 +8,8 @@ The build before it is kept until the next, for a process that was loading it at
 ``cds_service.native`` loads a build only while every file still matches.
 
 The sources are hashed and stamped before compiling and again after: a file saved during the build
-fails it instead of publishing a build that claims a source it was not made from. Concurrent runs (``make -j``,
-two terminals) take turns on a lock, and the later one finds the build current.
+fails it instead of publishing a build that claims a source it was not made from. Concurrent runs
+(``make -j``, two terminals) take turns on a lock, and the later one finds the build current.
 
 Run with the virtual environment's Python: ``.venv/bin/python scripts/build_native.py``.
 """

@@ -23,8 +23,8 @@ $(VENV)/.runtime: requirements.lock pyproject.toml | $(BIN)/python
 
 # Development environment: runtime + test and lint tools (a superset lock, same pins). After the runtime
 # one, which installed the project, so that `make -j` never runs two pip installs into one venv at once.
+# It only adds tools the service does not import, so the compiled engine stays valid.
 $(VENV)/.dev: requirements-dev.lock pyproject.toml | $(VENV)/.runtime
-	rm -f $(VENV)/cds-native/manifest.json
 	$(BIN)/pip install --quiet --require-hashes -r requirements-dev.lock
 	touch $@
 

@@ -30,7 +30,7 @@ import json
 import os
 import sys
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from importlib.machinery import ModuleSpec
 from pathlib import Path
 from types import ModuleType
@@ -76,8 +76,12 @@ class NativeState:
 
     @property
     def modules(self) -> tuple[str, ...]:
-        """The compiled modules of the service (the build's shared library excluded)."""
-        return tuple(sorted(m for m in self.files if not m.endswith("__mypyc")))
+        return _service_modules(self.files)
+
+
+def _service_modules(files: Mapping[str, Path]) -> tuple[str, ...]:
+    """The compiled modules of the service (the build's shared library excluded)."""
+    return tuple(sorted(m for m in files if not m.endswith("__mypyc")))
 
 
 def plan(directory: Path, source_root: Path, environ: Mapping[str, str]) -> NativeState:
@@ -114,10 +118,8 @@ def _check(directory: Path, source_root: Path) -> NativeState:
     missing = sorted(module for module, path in located.items() if not path.is_file())
     if missing:
         return _stale(f"compiled file missing for {missing[0]}")
-    state = NativeState(True, "", located)
-    return replace(
-        state, reason=f"compiled: {len(state.modules)} modules (mypyc {manifest.get('mypyc', '?')})"
-    )
+    count = len(_service_modules(located))
+    return NativeState(True, f"compiled: {count} modules (mypyc {manifest.get('mypyc', '?')})", located)
 
 
 def _names(value: object) -> TypeGuard[dict[str, str]]:

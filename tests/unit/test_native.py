@@ -17,7 +17,6 @@ import logging
 import os
 import subprocess
 import sys
-import tomllib
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -37,10 +36,8 @@ from tests.conftest import make_settings
 from tests.patients import evaluate, every_test_patient, summary
 from tests.support import ROOT, counter_ids
 
-COMPILED = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["tool"]["cds-native"][
-    "modules"
-]
-INTERPRETED_RUN = os.environ.get("CDS_NATIVE", "").strip().lower() == "off"
+COMPILED = build_native.configured_modules(ROOT)
+INTERPRETED_RUN = os.environ.get("CDS_NATIVE", "auto") == "off"
 
 
 def conclusions() -> bytes:
